@@ -1,0 +1,169 @@
+// Moving KV between the paged pool and a block-size-independent "token-major" buffer.
+//
+// The pool is block-major (see KvPoolLayout in src/kernels/types.ts). Engines that differ in block
+// size or KV dtype can still exchange KV if both sides speak in tokens: a token range
+// [start, start+count) of one sequence is serialized as
+//     for layer l: for kv in (K, V): for token t: kvDim elements
+// in a chosen dtype. The KV connector and the KV store both use this format on the wire and on disk.
+//
+// Exactness: f32→f32 and f16→f16 copies are bit-exact; f16→f32 is exact (every half is a float);
+// f32→f16 rounds to nearest even, exactly as the f16 pool's own kvWrite does, so a decode engine with
+// an f16 pool that receives f32 KV holds the same bits it would have computed itself.
+
+import type { KvDtype, KvPoolLayout } from '../kernels/types.ts';
+
+export function eltBytes(dtype: KvDtype): number {
+  return dtype === 'f16' ? 2 : 4;
+}
+
+export function kvDimOf(l: Pick<KvPoolLayout, 'nKvHeads' | 'headDim'>): number {
+  return l.nKvHeads * l.headDim;
+}
+
+/** Bytes of `count` tokens in token-major format. */
+export function tokenMajorBytes(l: Pick<KvPoolLayout, 'nLayers' | 'nKvHeads' | 'headDim'>, count: number, dtype: KvDtype): number {
+  return l.nLayers * 2 * count * kvDimOf(l) * eltBytes(dtype);
+}
+
+/** Byte offset in the pool of the row (block, layer, kv, tokenInBlock). */
+export function poolRowOffset(l: KvPoolLayout, block: number, layer: number, kv: number, t: number): number {
+  return l.base + (((block * l.nLayers + layer) * 2 + kv) * l.blockSize + t) * kvDimOf(l) * eltBytes(l.dtype);
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** IEEE binary32 → binary16 bits, round to nearest even (subnormals, inf and NaN handled). */
+export function f32ToF16(value: number): number {
+  f32Scratch[0] = value;
+  const x = u32Scratch[0]!;
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  const mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    const m = mant | 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    const rest = m & ((1 << shift) - 1);
+    let r = m >>> shift;
+    if (rest > half || (rest === half && (r & 1))) r++;
+    return sign | r;
+  }
+  let r = (e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (r & 1))) r++;
+  return sign | r;
+}
+
+/** IEEE binary16 bits → number (exact). */
+export function f16ToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+/** Copy `n` elements from src (dtype sd) to dst (dtype dd), converting. Offsets are element indices into typed views. */
+function convertRow(
+  src: Float32Array | Uint16Array,
+  srcOff: number,
+  dst: Float32Array | Uint16Array,
+  dstOff: number,
+  n: number,
+): void {
+  const srcIsF16 = src instanceof Uint16Array;
+  const dstIsF16 = dst instanceof Uint16Array;
+  if (srcIsF16 === dstIsF16) {
+    dst.set(src.subarray(srcOff, srcOff + n), dstOff);
+  } else if (dstIsF16) {
+    for (let i = 0; i < n; i++) dst[dstOff + i] = f32ToF16(src[srcOff + i]!);
+  } else {
+    for (let i = 0; i < n; i++) dst[dstOff + i] = f16ToF32(src[srcOff + i]!);
+  }
+}
+
+function view(buf: ArrayBufferLike, byteOffset: number, dtype: KvDtype, length: number): Float32Array | Uint16Array {
+  return dtype === 'f16' ? new Uint16Array(buf, byteOffset, length) : new Float32Array(buf, byteOffset, length);
+}
+
+/** A sequence's tokens live in blocks blockTable[i] of `pool`: token p is at (blockTable[p / blockSize], p % blockSize). */
+export interface PoolRef {
+  buffer: ArrayBufferLike;
+  layout: KvPoolLayout;
+}
+
+/** Serialize tokens [start, start+count) of a sequence into token-major format in `dtype`. */
+export function gatherTokens(
+  pool: PoolRef,
+  blockTable: ArrayLike<number>,
+  start: number,
+  count: number,
+  dtype: KvDtype,
+  out?: Uint8Array,
+): Uint8Array {
+  const l = pool.layout;
+  const kvDim = kvDimOf(l);
+  const bytes = tokenMajorBytes(l, count, dtype);
+  const dst = out ?? new Uint8Array(bytes);
+  if (dst.byteLength < bytes) throw new RangeError(`gatherTokens: output has ${dst.byteLength} bytes, needs ${bytes}`);
+  if (count === 0) return dst.subarray(0, 0);
+  const dstView = view(dst.buffer, dst.byteOffset, dtype, bytes / eltBytes(dtype));
+  for (let layer = 0; layer < l.nLayers; layer++) {
+    for (let kv = 0; kv < 2; kv++) {
+      const planeBase = (layer * 2 + kv) * count * kvDim;
+      let p = start;
+      while (p < start + count) {
+        const blockIdx = Math.floor(p / l.blockSize);
+        const t = p % l.blockSize;
+        const run = Math.min(l.blockSize - t, start + count - p);
+        const block = blockTable[blockIdx];
+        if (block === undefined) throw new RangeError(`gatherTokens: token ${p} has no block`);
+        const srcView = view(pool.buffer, poolRowOffset(l, block, layer, kv, t), l.dtype, run * kvDim);
+        convertRow(srcView, 0, dstView, planeBase + (p - start) * kvDim, run * kvDim);
+        p += run;
+      }
+    }
+  }
+  return dst.subarray(0, bytes);
+}
+
+/** Write token-major data (dtype `srcDtype`) for tokens [start, start+count) into the sequence's blocks, converting to the pool's dtype. */
+export function scatterTokens(
+  pool: PoolRef,
+  blockTable: ArrayLike<number>,
+  start: number,
+  count: number,
+  src: Uint8Array,
+  srcDtype: KvDtype,
+): void {
+  const l = pool.layout;
+  const kvDim = kvDimOf(l);
+  const bytes = tokenMajorBytes(l, count, srcDtype);
+  if (src.byteLength < bytes) throw new RangeError(`scatterTokens: input has ${src.byteLength} bytes, needs ${bytes}`);
+  if (count === 0) return;
+  // Typed views need aligned offsets; copy unaligned input once.
+  const aligned = src.byteOffset % 4 === 0 ? src : src.slice(0, bytes);
+  const srcView = view(aligned.buffer, aligned.byteOffset, srcDtype, bytes / eltBytes(srcDtype));
+  for (let layer = 0; layer < l.nLayers; layer++) {
+    for (let kv = 0; kv < 2; kv++) {
+      const planeBase = (layer * 2 + kv) * count * kvDim;
+      let p = start;
+      while (p < start + count) {
+        const blockIdx = Math.floor(p / l.blockSize);
+        const t = p % l.blockSize;
+        const run = Math.min(l.blockSize - t, start + count - p);
+        const block = blockTable[blockIdx];
+        if (block === undefined) throw new RangeError(`scatterTokens: token ${p} has no block`);
+        const dstView = view(pool.buffer, poolRowOffset(l, block, layer, kv, t), l.dtype, run * kvDim);
+        convertRow(srcView, planeBase + (p - start) * kvDim, dstView, 0, run * kvDim);
+        p += run;
+      }
+    }
+  }
+}

@@ -1,0 +1,77 @@
+// disagg-profile-handler (decode-first, llm-d's pickDecodeFirst): run the decode profile; if a
+// prefill profile exists and the prefill decider approves for the chosen decode endpoint, run the
+// prefill profile too. No prefill decider ⇒ P/D disabled.
+import { NoEndpointError, ParamError, type AnyPlugin, type Decider, type Endpoint, type ProfileHandler } from '../../types.ts';
+import type { PluginFactory } from '../context.ts';
+import { asParams, only } from '../params.ts';
+
+export interface DisaggProfileHandler extends ProfileHandler {
+  readonly profileNames: { decode: string; prefill: string };
+  readonly deciderName: string | undefined;
+  /** binds the decider by name once every plugin exists */
+  resolve(lookup: (name: string) => AnyPlugin | undefined): void;
+}
+
+function names(v: unknown, key: string, allowed: string[]): Record<string, string> {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw new ParamError(`${key} must be a map`, [key]);
+  const out: Record<string, string> = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (!allowed.includes(k)) throw new ParamError(`${key}.${k} is not supported (known: ${allowed.join(', ')})`, [key, k]);
+    if (typeof x !== 'string') throw new ParamError(`${key}.${k} must be a plugin name`, [key, k]);
+    out[k] = x;
+  }
+  return out;
+}
+
+export const disaggProfileHandler: PluginFactory = {
+  type: 'disagg-profile-handler',
+  kind: 'profile-handler',
+  create(name, raw): DisaggProfileHandler {
+    const p = asParams(raw);
+    only(p, ['profiles', 'deciders', 'stageOrder']);
+    const profiles = names(p.profiles, 'profiles', ['decode', 'prefill']);
+    const deciders = names(p.deciders, 'deciders', ['prefill']);
+    if (p.stageOrder !== undefined && p.stageOrder !== 'decode-first') {
+      throw new ParamError(`stageOrder '${String(p.stageOrder)}' is not supported; tandem runs decode-first`, ['stageOrder']);
+    }
+    const decodeProfile = profiles.decode ?? 'decode';
+    const prefillProfile = profiles.prefill ?? 'prefill';
+    let decider: Decider | undefined;
+    return {
+      type: 'disagg-profile-handler',
+      name,
+      kind: 'profile-handler',
+      profileNames: { decode: decodeProfile, prefill: prefillProfile },
+      deciderName: deciders.prefill,
+      resolve(lookup) {
+        if (deciders.prefill === undefined) return;
+        const d = lookup(deciders.prefill);
+        if (!d) throw new ParamError(`deciders.prefill names unknown plugin '${deciders.prefill}'`, ['deciders', 'prefill']);
+        if (d.kind !== 'decider') throw new ParamError(`deciders.prefill '${deciders.prefill}' is a ${d.kind}, not a decider`, ['deciders', 'prefill']);
+        decider = d;
+      },
+      schedule(req, ctx) {
+        const decode = ctx.run(decodeProfile);
+        if (!decode || decode.targets.length === 0) throw new NoEndpointError('failed to find available decode workers');
+        const target = decode.targets[0]!;
+        if (!decider || !ctx.profiles.has(prefillProfile)) {
+          return { decision: 'decode-only', decode: decode.targets, reason: 'P/D disabled (no prefill decider or profile)' };
+        }
+        let prefillTargets: Endpoint[] | undefined;
+        const prefillRun = (): Endpoint[] => {
+          // the decode pick cannot also be its own remote prefiller
+          prefillTargets ??= (ctx.run(prefillProfile)?.targets ?? []).filter((e) => e.id !== target.id);
+          return prefillTargets;
+        };
+        const d = decider.decide(req, target, { prefillPick: () => prefillRun()[0] });
+        if (!d.disaggregate) return { decision: 'decode-only', decode: decode.targets, reason: d.reason };
+        const prefill = prefillRun();
+        if (prefill.length === 0) {
+          return { decision: 'decode-only', decode: decode.targets, reason: `${d.reason}; no prefill endpoint available` };
+        }
+        return { decision: 'prefill-decode', decode: decode.targets, prefill, reason: d.reason };
+      },
+    };
+  },
+};

@@ -1,0 +1,61 @@
+// Runs one scheduling cycle: data producers, then the profile handler, which runs profiles
+// (filters in order → weighted scorers, total = Σ weight · clamp(score, 0, 1) → picker).
+import type { Profile, SchedulerConfig } from './config.ts';
+import type { Endpoint, ProfileRunResult, ScoredEndpoint, SchedulingRequest, SchedulingResult } from './types.ts';
+
+export class Scheduler {
+  constructor(readonly config: SchedulerConfig) {}
+
+  /** Producers first (they may await an engine tokenizer), then the synchronous profile run. */
+  async schedule(req: SchedulingRequest, candidates: readonly Endpoint[]): Promise<SchedulingResult> {
+    for (const p of this.config.producers) {
+      const r = p.produce(req, candidates);
+      if (r) await r;
+    }
+    return this.pick(req, candidates);
+  }
+
+  /** The profile handler's part alone (producers already ran). */
+  pick(req: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult {
+    const { profiles } = this.config;
+    const memo = new Map<string, ProfileRunResult | undefined>();
+    return this.config.handler.schedule(req, {
+      profiles: new Set(profiles.keys()),
+      run: (name) => {
+        if (memo.has(name)) return memo.get(name);
+        const profile = profiles.get(name);
+        const r = profile ? runProfile(profile, req, candidates) : undefined;
+        memo.set(name, r);
+        return r;
+      },
+    });
+  }
+
+  /** Tell the producers where the request went (approximate prefix learning). */
+  routed(req: SchedulingRequest, result: SchedulingResult): void {
+    for (const p of this.config.producers) p.routed?.(req, result);
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.config.producers) await p.close?.();
+  }
+}
+
+export function runProfile(profile: Profile, req: SchedulingRequest, candidates: readonly Endpoint[]): ProfileRunResult {
+  let eps: readonly Endpoint[] = candidates;
+  for (const f of profile.filters) {
+    eps = f.filter(req, eps);
+    if (eps.length === 0) return { targets: [] };
+  }
+  const totals = new Float64Array(eps.length);
+  for (const { scorer, weight } of profile.scorers) {
+    if (weight === 0) continue;
+    const s = scorer.score(req, eps);
+    for (let i = 0; i < eps.length; i++) {
+      const v = s[i]!;
+      totals[i]! += weight * (v > 1 ? 1 : v > 0 ? v : 0);
+    }
+  }
+  const scored: ScoredEndpoint[] = eps.map((endpoint, i) => ({ endpoint, score: totals[i]! }));
+  return { targets: profile.picker.pick(scored) };
+}

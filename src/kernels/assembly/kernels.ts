@@ -1,0 +1,588 @@
+// WebAssembly SIMD kernels (AssemblyScript). Compiled by scripts/build-wasm.js to build/kernels.wasm
+// with an imported shared memory; src/kernels/wasm.ts is the thin JS wrapper that owns the memory and
+// the allocator. Every pointer is a byte offset into that memory.
+//
+// Batch invariance: each output element is produced by one fixed sequence of f32 operations that
+// depends only on the shapes (K, headDim, …), never on how many rows are in the call or where a row
+// sits. SIMD lanes always hold *different output elements*, never partial sums of the same one, except
+// in attention where the q·k dot product uses a fixed 4-lane grouping over headDim (still independent
+// of the batch). No FMA: mul then add, so the rounding is the same in every tile shape.
+//
+// No static data and no allocation: the stub runtime is never used, so the first 64 KiB that the
+// JS side reserves are more than enough.
+
+// ---------------------------------------------------------------------------------------------------
+// matmul, f32 weights.
+// Packed layout (see wasm.ts packF32): panels of 8 output rows, [ceil(N/8)][K][8] f32, zero-padded.
+// out[r][n] = Σ_k x[r][k]·W[n][k], summed for k = 0, 1, …, K-1 in a single f32 accumulator.
+
+// Stores 8 output values, clipping at the matrix edge (last panel when N is not a multiple of 8).
+@inline
+function store8(p: usize, a: v128, b: v128, count: i32): void {
+  if (count >= 8) {
+    v128.store(p, a);
+    v128.store(p, b, 16);
+    return;
+  }
+  if (count > 0) store<f32>(p, f32x4.extract_lane(a, 0));
+  if (count > 1) store<f32>(p, f32x4.extract_lane(a, 1), 4);
+  if (count > 2) store<f32>(p, f32x4.extract_lane(a, 2), 8);
+  if (count > 3) store<f32>(p, f32x4.extract_lane(a, 3), 12);
+  if (count > 4) store<f32>(p, f32x4.extract_lane(b, 0), 16);
+  if (count > 5) store<f32>(p, f32x4.extract_lane(b, 1), 20);
+  if (count > 6) store<f32>(p, f32x4.extract_lane(b, 2), 24);
+}
+
+// 4 rows × 8 columns: 8 accumulators, one broadcast of x per row and k.
+function f32Tile4x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32): void {
+  const rs = <usize>K << 2;
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
+  let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
+  let xp = x;
+  let wp = panel;
+  for (let k = 0; k < K; k++) {
+    const w0 = v128.load(wp);
+    const w1 = v128.load(wp, 16);
+    const x0 = v128.load32_splat(xp);
+    const x1 = v128.load32_splat(xp + rs);
+    const x2 = v128.load32_splat(xp + 2 * rs);
+    const x3 = v128.load32_splat(xp + 3 * rs);
+    a00 = f32x4.add(a00, f32x4.mul(x0, w0));
+    a01 = f32x4.add(a01, f32x4.mul(x0, w1));
+    a10 = f32x4.add(a10, f32x4.mul(x1, w0));
+    a11 = f32x4.add(a11, f32x4.mul(x1, w1));
+    a20 = f32x4.add(a20, f32x4.mul(x2, w0));
+    a21 = f32x4.add(a21, f32x4.mul(x2, w1));
+    a30 = f32x4.add(a30, f32x4.mul(x3, w0));
+    a31 = f32x4.add(a31, f32x4.mul(x3, w1));
+    xp += 4;
+    wp += 32;
+  }
+  const count = N - n0;
+  const os = <usize>N << 2;
+  const op = out + (<usize>n0 << 2);
+  store8(op, a00, a01, count);
+  store8(op + os, a10, a11, count);
+  store8(op + 2 * os, a20, a21, count);
+  store8(op + 3 * os, a30, a31, count);
+}
+
+// 1 row × 32 columns (4 consecutive panels): with a single row, 1×8 has only two dependency chains and
+// is latency bound; four panels give eight independent chains. Same per-element order as 4×8.
+function f32Tile1x32(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32): void {
+  const ps = <usize>K << 5;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
+  let xp = x;
+  let wp = panel;
+  for (let k = 0; k < K; k++) {
+    const xs = v128.load32_splat(xp);
+    a0 = f32x4.add(a0, f32x4.mul(xs, v128.load(wp)));
+    a1 = f32x4.add(a1, f32x4.mul(xs, v128.load(wp, 16)));
+    a2 = f32x4.add(a2, f32x4.mul(xs, v128.load(wp + ps)));
+    a3 = f32x4.add(a3, f32x4.mul(xs, v128.load(wp + ps, 16)));
+    a4 = f32x4.add(a4, f32x4.mul(xs, v128.load(wp + 2 * ps)));
+    a5 = f32x4.add(a5, f32x4.mul(xs, v128.load(wp + 2 * ps, 16)));
+    a6 = f32x4.add(a6, f32x4.mul(xs, v128.load(wp + 3 * ps)));
+    a7 = f32x4.add(a7, f32x4.mul(xs, v128.load(wp + 3 * ps, 16)));
+    xp += 4;
+    wp += 32;
+  }
+  const op = out + (<usize>n0 << 2);
+  store8(op, a0, a1, N - n0);
+  store8(op + 32, a2, a3, N - n0 - 8);
+  store8(op + 64, a4, a5, N - n0 - 16);
+  store8(op + 96, a6, a7, N - n0 - 24);
+}
+
+function f32Tile1x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
+  let xp = x;
+  let wp = panel;
+  for (let k = 0; k < K; k++) {
+    const xs = v128.load32_splat(xp);
+    a0 = f32x4.add(a0, f32x4.mul(xs, v128.load(wp)));
+    a1 = f32x4.add(a1, f32x4.mul(xs, v128.load(wp, 16)));
+    xp += 4;
+    wp += 32;
+  }
+  store8(out + (<usize>n0 << 2), a0, a1, N - n0);
+}
+
+// How many panels to keep hot while rows stream over them. With many rows, a panel group that fits in
+// L2 is reused by every row block (panel-outer order); with few rows the weights stream once anyway.
+const PANEL_GROUP_BYTES: i32 = 192 * 1024;
+
+function panelGroup(M: i32, P: i32, panelBytes: i32): i32 {
+  if (M < 16) return P;
+  const g = PANEL_GROUP_BYTES / max(panelBytes, 1);
+  return g < 4 ? 4 : g & ~3;
+}
+
+export function matmul_f32(out: usize, x: usize, w: usize, M: i32, N: i32, K: i32): void {
+  const P = (N + 7) >> 3;
+  const panelBytes = K << 5;
+  const xs = <usize>K << 2;
+  const os = <usize>N << 2;
+  const group = panelGroup(M, P, panelBytes);
+  for (let p0 = 0; p0 < P; p0 += group) {
+    const p1 = min(P, p0 + group);
+    let r = 0;
+    for (; r + 4 <= M; r += 4) {
+      const xr = x + <usize>r * xs;
+      const or = out + <usize>r * os;
+      for (let p = p0; p < p1; p++) f32Tile4x8(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
+    }
+    for (; r < M; r++) {
+      const xr = x + <usize>r * xs;
+      const or = out + <usize>r * os;
+      let p = p0;
+      for (; p + 4 <= p1; p += 4) f32Tile1x32(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
+      for (; p < p1; p++) f32Tile1x8(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// matmul, q8_0 weights, kept as int8.
+// Packed layout (see wasm.ts packQ8): per panel of 8 output rows, per 32-column block: 8 f32 scales
+// (32 bytes), then [32 k][8 rows] int8 (256 bytes) = 288 bytes. For each output, the block sum runs
+// over the 32 k in order in f32 (q widened exactly to f32), then total += blockSum·scale, blocks in order.
+
+const Q8_BLOCK_BYTES: usize = 288;
+
+// Widened weights of one k for the 8 rows of a panel.
+@inline
+function q8Lo(p: usize): v128 {
+  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(v128.load8x8_s(p)));
+}
+@inline
+function q8Hi(p: usize): v128 {
+  return f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(v128.load8x8_s(p)));
+}
+
+function q8Tile4x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32): void {
+  const rs = <usize>K << 2;
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
+  let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
+  const nb = K >> 5;
+  let bp = panel;
+  let xp = x;
+  for (let b = 0; b < nb; b++) {
+    let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
+    let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
+    let qp = bp + 32;
+    for (let j = 0; j < 32; j++) {
+      const w0 = q8Lo(qp);
+      const w1 = q8Hi(qp);
+      const x0 = v128.load32_splat(xp);
+      const x1 = v128.load32_splat(xp + rs);
+      const x2 = v128.load32_splat(xp + 2 * rs);
+      const x3 = v128.load32_splat(xp + 3 * rs);
+      s00 = f32x4.add(s00, f32x4.mul(x0, w0));
+      s01 = f32x4.add(s01, f32x4.mul(x0, w1));
+      s10 = f32x4.add(s10, f32x4.mul(x1, w0));
+      s11 = f32x4.add(s11, f32x4.mul(x1, w1));
+      s20 = f32x4.add(s20, f32x4.mul(x2, w0));
+      s21 = f32x4.add(s21, f32x4.mul(x2, w1));
+      s30 = f32x4.add(s30, f32x4.mul(x3, w0));
+      s31 = f32x4.add(s31, f32x4.mul(x3, w1));
+      qp += 8;
+      xp += 4;
+    }
+    const d0 = v128.load(bp);
+    const d1 = v128.load(bp, 16);
+    a00 = f32x4.add(a00, f32x4.mul(s00, d0));
+    a01 = f32x4.add(a01, f32x4.mul(s01, d1));
+    a10 = f32x4.add(a10, f32x4.mul(s10, d0));
+    a11 = f32x4.add(a11, f32x4.mul(s11, d1));
+    a20 = f32x4.add(a20, f32x4.mul(s20, d0));
+    a21 = f32x4.add(a21, f32x4.mul(s21, d1));
+    a30 = f32x4.add(a30, f32x4.mul(s30, d0));
+    a31 = f32x4.add(a31, f32x4.mul(s31, d1));
+    bp += Q8_BLOCK_BYTES;
+  }
+  const count = N - n0;
+  const os = <usize>N << 2;
+  const op = out + (<usize>n0 << 2);
+  store8(op, a00, a01, count);
+  store8(op + os, a10, a11, count);
+  store8(op + 2 * os, a20, a21, count);
+  store8(op + 3 * os, a30, a31, count);
+}
+
+// 1 row × 16 columns (2 panels): 4 block-sum chains + 4 totals; the int8 widening dominates here.
+function q8Tile1x16(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32): void {
+  const nb = K >> 5;
+  const ps = <usize>nb * Q8_BLOCK_BYTES;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let bp = panel;
+  let xp = x;
+  for (let b = 0; b < nb; b++) {
+    let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
+    let qp = bp + 32;
+    for (let j = 0; j < 32; j++) {
+      const xs = v128.load32_splat(xp);
+      s0 = f32x4.add(s0, f32x4.mul(xs, q8Lo(qp)));
+      s1 = f32x4.add(s1, f32x4.mul(xs, q8Hi(qp)));
+      s2 = f32x4.add(s2, f32x4.mul(xs, q8Lo(qp + ps)));
+      s3 = f32x4.add(s3, f32x4.mul(xs, q8Hi(qp + ps)));
+      qp += 8;
+      xp += 4;
+    }
+    a0 = f32x4.add(a0, f32x4.mul(s0, v128.load(bp)));
+    a1 = f32x4.add(a1, f32x4.mul(s1, v128.load(bp, 16)));
+    a2 = f32x4.add(a2, f32x4.mul(s2, v128.load(bp + ps)));
+    a3 = f32x4.add(a3, f32x4.mul(s3, v128.load(bp + ps, 16)));
+    bp += Q8_BLOCK_BYTES;
+  }
+  const op = out + (<usize>n0 << 2);
+  store8(op, a0, a1, N - n0);
+  store8(op + 32, a2, a3, N - n0 - 8);
+}
+
+function q8Tile1x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32): void {
+  const nb = K >> 5;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
+  let bp = panel;
+  let xp = x;
+  for (let b = 0; b < nb; b++) {
+    let s0 = f32x4.splat(0), s1 = f32x4.splat(0);
+    let qp = bp + 32;
+    for (let j = 0; j < 32; j++) {
+      const xs = v128.load32_splat(xp);
+      s0 = f32x4.add(s0, f32x4.mul(xs, q8Lo(qp)));
+      s1 = f32x4.add(s1, f32x4.mul(xs, q8Hi(qp)));
+      qp += 8;
+      xp += 4;
+    }
+    a0 = f32x4.add(a0, f32x4.mul(s0, v128.load(bp)));
+    a1 = f32x4.add(a1, f32x4.mul(s1, v128.load(bp, 16)));
+    bp += Q8_BLOCK_BYTES;
+  }
+  store8(out + (<usize>n0 << 2), a0, a1, N - n0);
+}
+
+export function matmul_q8(out: usize, x: usize, w: usize, M: i32, N: i32, K: i32): void {
+  const P = (N + 7) >> 3;
+  const panelBytes = (K >> 5) * <i32>Q8_BLOCK_BYTES;
+  const xs = <usize>K << 2;
+  const os = <usize>N << 2;
+  const group = panelGroup(M, P, panelBytes);
+  for (let p0 = 0; p0 < P; p0 += group) {
+    const p1 = min(P, p0 + group);
+    let r = 0;
+    for (; r + 4 <= M; r += 4) {
+      const xr = x + <usize>r * xs;
+      const or = out + <usize>r * os;
+      for (let p = p0; p < p1; p++) q8Tile4x8(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
+    }
+    for (; r < M; r++) {
+      const xr = x + <usize>r * xs;
+      const or = out + <usize>r * os;
+      let p = p0;
+      for (; p + 2 <= p1; p += 2) q8Tile1x16(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
+      for (; p < p1; p++) q8Tile1x8(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// embedding lookups straight from the packed layouts (a tied classifier shares its table).
+
+export function embed_f32(out: usize, table: usize, ids: usize, M: i32, K: i32): void {
+  const panelBytes = <usize>K << 5;
+  for (let r = 0; r < M; r++) {
+    const id = load<i32>(ids + (<usize>r << 2));
+    let src = table + <usize>(id >> 3) * panelBytes + (<usize>(id & 7) << 2);
+    let dst = out + <usize>r * (<usize>K << 2);
+    for (let k = 0; k < K; k++) {
+      store<f32>(dst, load<f32>(src));
+      dst += 4;
+      src += 32;
+    }
+  }
+}
+
+export function embed_q8(out: usize, table: usize, ids: usize, M: i32, K: i32): void {
+  const nb = K >> 5;
+  const panelBytes = <usize>nb * Q8_BLOCK_BYTES;
+  for (let r = 0; r < M; r++) {
+    const id = load<i32>(ids + (<usize>r << 2));
+    const lane = <usize>(id & 7);
+    let bp = table + <usize>(id >> 3) * panelBytes;
+    let dst = out + <usize>r * (<usize>K << 2);
+    for (let b = 0; b < nb; b++) {
+      const d = load<f32>(bp + (lane << 2));
+      let qp = bp + 32 + lane;
+      for (let j = 0; j < 32; j++) {
+        store<f32>(dst, <f32>load<i8>(qp) * d);
+        dst += 4;
+        qp += 8;
+      }
+      bp += Q8_BLOCK_BYTES;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// elementwise
+
+// The sum of squares runs sequentially (like llama2.c) so the result matches the reference bit for bit;
+// it is a negligible share of a forward pass.
+export function rmsnorm(out: usize, x: usize, weight: usize, M: i32, dim: i32, eps: f32): void {
+  const rs = <usize>dim << 2;
+  for (let r = 0; r < M; r++) {
+    const xr = x + <usize>r * rs;
+    const or = out + <usize>r * rs;
+    let ss: f32 = 0;
+    for (let i = 0; i < dim; i++) {
+      const v = load<f32>(xr + (<usize>i << 2));
+      ss += v * v;
+    }
+    ss = ss / <f32>dim + eps;
+    const inv: f32 = <f32>1 / Mathf.sqrt(ss);
+    const vi = f32x4.splat(inv);
+    let i = 0;
+    for (; i + 4 <= dim; i += 4) {
+      const o = <usize>i << 2;
+      v128.store(or + o, f32x4.mul(v128.load(weight + o), f32x4.mul(vi, v128.load(xr + o))));
+    }
+    for (; i < dim; i++) {
+      const o = <usize>i << 2;
+      store<f32>(or + o, load<f32>(weight + o) * (inv * load<f32>(xr + o)));
+    }
+  }
+}
+
+// cs = [M][headDim/2][cos, sin] computed on the JS side (see rope.ts), so both backends rotate by
+// exactly the same f32 values.
+export function rope(x: usize, cs: usize, M: i32, nHeads: i32, headDim: i32, neox: bool): void {
+  const half = headDim >> 1;
+  const rowBytes = <usize>(nHeads * headDim) << 2;
+  for (let r = 0; r < M; r++) {
+    const csr = cs + <usize>r * (<usize>half << 3);
+    for (let h = 0; h < nHeads; h++) {
+      const hp = x + <usize>r * rowBytes + (<usize>(h * headDim) << 2);
+      for (let i = 0; i < half; i++) {
+        const c = load<f32>(csr + (<usize>i << 3));
+        const s = load<f32>(csr + (<usize>i << 3), 4);
+        const p0 = neox ? hp + (<usize>i << 2) : hp + (<usize>i << 3);
+        const p1 = neox ? p0 + (<usize>half << 2) : p0 + 4;
+        const v0 = load<f32>(p0);
+        const v1 = load<f32>(p1);
+        store<f32>(p0, v0 * c - v1 * s);
+        store<f32>(p1, v0 * s + v1 * c);
+      }
+    }
+  }
+}
+
+export function swiglu(gate: usize, up: usize, n: i32): void {
+  for (let i = 0; i < n; i++) {
+    const o = <usize>i << 2;
+    const g = load<f32>(gate + o);
+    store<f32>(gate + o, g * (<f32>1 / (<f32>1 + Mathf.exp(-g))) * load<f32>(up + o));
+  }
+}
+
+export function add_in_place(acc: usize, x: usize, n: i32): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i << 2;
+    v128.store(acc + o, f32x4.add(v128.load(acc + o), v128.load(x + o)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i << 2;
+    store<f32>(acc + o, load<f32>(acc + o) + load<f32>(x + o));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// f16 (IEEE binary16) conversions
+
+// Round to nearest, ties to even; overflow to ±inf; NaN stays a (quiet) NaN with its top payload bits.
+@inline
+function f32ToF16(f: f32): u32 {
+  const x = reinterpret<u32>(f);
+  const sign = (x >> 16) & 0x8000;
+  const ax = x & 0x7fffffff;
+  if (ax >= 0x7f800000) return sign | 0x7c00 | (ax > 0x7f800000 ? 0x200 | ((ax >> 13) & 0x3ff) : 0);
+  if (ax >= 0x477ff000) return sign | 0x7c00; // ≥ 65520 rounds past the largest half (65504)
+  if (ax >= 0x38800000) {
+    // normal half: rebias the exponent, round the 13 dropped mantissa bits to nearest even
+    return sign | ((ax - 0x38000000 + 0xfff + ((ax >> 13) & 1)) >> 13);
+  }
+  const e = ax >> 23;
+  if (e < 102) return sign; // below 2^-25 (or exactly it: a tie, to even = 0)
+  // subnormal half: units of 2^-24
+  const m = (ax & 0x7fffff) | 0x800000;
+  const s = 126 - e;
+  let q = m >> s;
+  const rem = m & ((1 << s) - 1);
+  const halfway = <u32>1 << (s - 1);
+  if (rem > halfway || (rem == halfway && (q & 1) != 0)) q++;
+  return sign | q;
+}
+
+// Four halves (zero-extended in i32 lanes) to f32: exact, including subnormals, inf and NaN.
+// The exponent/mantissa bits are moved into f32 position and rescaled by 2^112 with a float multiply,
+// which also normalises subnormals; values that land at or above 2^16 were inf/NaN.
+@inline
+function f16x4ToF32(h: v128): v128 {
+  const em = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
+  let f = f32x4.mul(em, f32x4.splat(reinterpret<f32>(0x77800000)));
+  const infnan = f32x4.ge(f, f32x4.splat(65536.0));
+  f = v128.or(f, v128.and(infnan, i32x4.splat(0x7f800000)));
+  return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+}
+
+@inline
+function f16ToF32(h: u32): f32 {
+  return f32x4.extract_lane(f16x4ToF32(i32x4.splat(h)), 0);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// paged KV pool
+
+export function kv_write(
+  base: usize, blockSize: i32, nLayers: i32, kvDim: i32, f16: bool,
+  layer: i32, k: usize, v: usize, slots: usize, M: i32,
+): void {
+  const elt: usize = f16 ? 2 : 4;
+  const tokenBytes = <usize>kvDim * elt;
+  const kvBytes = <usize>blockSize * tokenBytes; // one K (or V) plane of one layer in one block
+  for (let r = 0; r < M; r++) {
+    const slot = load<i32>(slots + (<usize>r << 2));
+    const block = slot / blockSize;
+    const off = slot % blockSize;
+    const kp = base + (<usize>(block * nLayers + layer) * 2) * kvBytes + <usize>off * tokenBytes;
+    const vp = kp + kvBytes;
+    const ks = k + <usize>r * (<usize>kvDim << 2);
+    const vs = v + <usize>r * (<usize>kvDim << 2);
+    if (f16) {
+      for (let e = 0; e < kvDim; e++) {
+        store<u16>(kp + (<usize>e << 1), <u16>f32ToF16(load<f32>(ks + (<usize>e << 2))));
+        store<u16>(vp + (<usize>e << 1), <u16>f32ToF16(load<f32>(vs + (<usize>e << 2))));
+      }
+    } else {
+      memory.copy(kp, ks, tokenBytes);
+      memory.copy(vp, vs, tokenBytes);
+    }
+  }
+}
+
+// q·k over headDim: 4 lanes accumulate d ≡ 0,1,2,3 (mod 4), reduced as (l0+l1)+(l2+l3), then the tail
+// (headDim % 4) sequentially. Fixed for a given headDim.
+@inline
+function hsum(a: v128): f32 {
+  return (f32x4.extract_lane(a, 0) + f32x4.extract_lane(a, 1)) + (f32x4.extract_lane(a, 2) + f32x4.extract_lane(a, 3));
+}
+
+function dotF32(q: usize, k: usize, n: i32): f32 {
+  let acc = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) acc = f32x4.add(acc, f32x4.mul(v128.load(q + (<usize>i << 2)), v128.load(k + (<usize>i << 2))));
+  let s = hsum(acc);
+  for (; i < n; i++) s += load<f32>(q + (<usize>i << 2)) * load<f32>(k + (<usize>i << 2));
+  return s;
+}
+
+function dotF16(q: usize, k: usize, n: i32): f32 {
+  let acc = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    acc = f32x4.add(acc, f32x4.mul(v128.load(q + (<usize>i << 2)), f16x4ToF32(v128.load16x4_u(k + (<usize>i << 1)))));
+  }
+  let s = hsum(acc);
+  for (; i < n; i++) s += load<f32>(q + (<usize>i << 2)) * f16ToF32(load<u16>(k + (<usize>i << 1)));
+  return s;
+}
+
+// o[i] += a·v[i] for i < n (lanes are distinct outputs, so the order per output is the token order).
+function axpyF32(o: usize, a: f32, v: usize, n: i32): void {
+  const av = f32x4.splat(a);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const p = <usize>i << 2;
+    v128.store(o + p, f32x4.add(v128.load(o + p), f32x4.mul(av, v128.load(v + p))));
+  }
+  for (; i < n; i++) {
+    const p = <usize>i << 2;
+    store<f32>(o + p, load<f32>(o + p) + a * load<f32>(v + p));
+  }
+}
+
+function axpyF16(o: usize, a: f32, v: usize, n: i32): void {
+  const av = f32x4.splat(a);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const p = <usize>i << 2;
+    v128.store(o + p, f32x4.add(v128.load(o + p), f32x4.mul(av, f16x4ToF32(v128.load16x4_u(v + (<usize>i << 1))))));
+  }
+  for (; i < n; i++) {
+    const p = <usize>i << 2;
+    store<f32>(o + p, load<f32>(o + p) + a * f16ToF32(load<u16>(v + (<usize>i << 1))));
+  }
+}
+
+// Causal attention of each query row against its sequence's tokens 0..pos through its block table.
+// Per (row, head): scores in token order, softmax with the max subtracted, then the weighted sum of V
+// in token order — the same sequence of operations whatever else is in the batch.
+export function attention(
+  out: usize, q: usize, base: usize, blockSize: i32, nLayers: i32, nKvHeads: i32, headDim: i32, f16: bool,
+  layer: i32, nHeads: i32, M: i32, positions: usize, blockTables: usize, scratch: usize,
+): void {
+  const elt: usize = f16 ? 2 : 4;
+  const kvDim = nKvHeads * headDim;
+  const tokenBytes = <usize>kvDim * elt;
+  const kvBytes = <usize>blockSize * tokenBytes;
+  const group = nHeads / nKvHeads;
+  const rowBytes = <usize>(nHeads * headDim) << 2;
+  const headBytes = <usize>headDim << 2;
+  const sqrtHd = Mathf.sqrt(<f32>headDim);
+  for (let r = 0; r < M; r++) {
+    const pos = load<i32>(positions + (<usize>r << 2));
+    const table = <usize>load<i32>(blockTables + (<usize>r << 2));
+    const n = pos + 1;
+    for (let h = 0; h < nHeads; h++) {
+      const qh = q + <usize>r * rowBytes + <usize>h * headBytes;
+      const oh = out + <usize>r * rowBytes + <usize>h * headBytes;
+      const headOff = <usize>((h / group) * headDim) * elt;
+      // scores
+      let maxScore: f32 = -Infinity;
+      for (let t0 = 0, b = 0; t0 < n; t0 += blockSize, b++) {
+        const block = load<i32>(table + (<usize>b << 2));
+        let kp = base + (<usize>(block * nLayers + layer) * 2) * kvBytes + headOff;
+        const tn = min(blockSize, n - t0);
+        for (let j = 0; j < tn; j++) {
+          const s = (f16 ? dotF16(qh, kp, headDim) : dotF32(qh, kp, headDim)) / sqrtHd;
+          store<f32>(scratch + (<usize>(t0 + j) << 2), s);
+          if (s > maxScore) maxScore = s;
+          kp += tokenBytes;
+        }
+      }
+      // softmax
+      let sum: f32 = 0;
+      for (let t = 0; t < n; t++) {
+        const p = scratch + (<usize>t << 2);
+        const e = Mathf.exp(load<f32>(p) - maxScore);
+        store<f32>(p, e);
+        sum += e;
+      }
+      // weighted sum of V
+      memory.fill(oh, 0, headBytes);
+      for (let t0 = 0, b = 0; t0 < n; t0 += blockSize, b++) {
+        const block = load<i32>(table + (<usize>b << 2));
+        let vp = base + (<usize>(block * nLayers + layer) * 2 + 1) * kvBytes + headOff;
+        const tn = min(blockSize, n - t0);
+        for (let j = 0; j < tn; j++) {
+          const a = load<f32>(scratch + (<usize>(t0 + j) << 2)) / sum;
+          if (f16) axpyF16(oh, a, vp, headDim);
+          else axpyF32(oh, a, vp, headDim);
+          vp += tokenBytes;
+        }
+      }
+    }
+  }
+}
