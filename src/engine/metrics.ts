@@ -44,13 +44,13 @@ export class EngineMetrics {
       labelNames: ['model_name', 'role', 'engine_id', 'kv_port'],
       registers: r,
     });
-    this.prefixQueries = new Counter({ name: 'vllm:prefix_cache_queries', help: 'Prefix cache queries, in tokens.', labelNames: l, registers: r });
-    this.prefixHits = new Counter({ name: 'vllm:prefix_cache_hits', help: 'Prefix cache hits, in tokens.', labelNames: l, registers: r });
-    this.promptTokens = new Counter({ name: 'vllm:prompt_tokens', help: 'Number of prefill tokens processed.', labelNames: l, registers: r });
-    this.generationTokens = new Counter({ name: 'vllm:generation_tokens', help: 'Number of generation tokens processed.', labelNames: l, registers: r });
-    this.preemptions = new Counter({ name: 'vllm:num_preemptions', help: 'Cumulative number of preemptions.', labelNames: l, registers: r });
+    this.prefixQueries = new Counter({ name: 'vllm:prefix_cache_queries_total', help: 'Prefix cache queries, in tokens.', labelNames: l, registers: r });
+    this.prefixHits = new Counter({ name: 'vllm:prefix_cache_hits_total', help: 'Prefix cache hits, in tokens.', labelNames: l, registers: r });
+    this.promptTokens = new Counter({ name: 'vllm:prompt_tokens_total', help: 'Number of prefill tokens processed.', labelNames: l, registers: r });
+    this.generationTokens = new Counter({ name: 'vllm:generation_tokens_total', help: 'Number of generation tokens processed.', labelNames: l, registers: r });
+    this.preemptions = new Counter({ name: 'vllm:num_preemptions_total', help: 'Cumulative number of preemptions.', labelNames: l, registers: r });
     this.success = new Counter({
-      name: 'vllm:request_success',
+      name: 'vllm:request_success_total',
       help: 'Count of successfully processed requests.',
       labelNames: ['model_name', 'finished_reason'],
       registers: r,

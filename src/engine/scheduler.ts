@@ -132,7 +132,10 @@ export class Scheduler {
       if (this.external && seq.numExternalTokens === 0 && seq.numPreemptions === 0) {
         const n = this.external.match(seq, seq.numComputed);
         if (n > 0) {
-          if (!this.grow(seq, seq.numComputed + n)) break;
+          if (!this.grow(seq, seq.numComputed + n)) {
+            this.unmatch(seq);
+            break;
+          }
           this.waiting.shift();
           seq.status = 'loading';
           seq.numExternalTokens = n;
@@ -143,7 +146,10 @@ export class Scheduler {
         }
       }
       const want = Math.min(seq.tokens.length - seq.numComputed, budget);
-      if (!this.grow(seq, seq.numComputed + want)) break;
+      if (!this.grow(seq, seq.numComputed + want)) {
+        this.unmatch(seq);
+        break;
+      }
       this.waiting.shift();
       seq.status = 'running';
       seq.firstScheduled ??= performance.now();
@@ -214,12 +220,21 @@ export class Scheduler {
         hit.push(block);
       }
     }
-    this.prefixQueries += seq.tokens.length;
-    this.prefixHits += hit.length * bs;
-    if (seq.numCachedTokens < 0) seq.numCachedTokens = hit.length * bs;
+    if (seq.numCachedTokens < 0) {
+      seq.numCachedTokens = hit.length * bs;
+      this.prefixQueries += seq.tokens.length;
+      this.prefixHits += hit.length * bs;
+    }
     this.pool.touch(hit);
     seq.blocks = hit;
     seq.numComputed = hit.length * bs;
+  }
+
+  /** A waiting request that could not be admitted gives back the blocks it matched, so that
+   * requests queued behind running ones never sit on blocks (which could deadlock the pool). */
+  private unmatch(seq: SeqState): void {
+    this.releaseBlocks(seq);
+    seq.numComputed = 0;
   }
 
   private grow(seq: SeqState, tokens: number): boolean {

@@ -203,8 +203,15 @@ export class FrameReader {
       }
       const have = avail - HEADER_BYTES;
       if (have >= h.length) {
-        const at = this.start + HEADER_BYTES;
+        let at = this.start + HEADER_BYTES;
         this.start = at + h.length;
+        // Typed-array views of KV need 4-byte alignment: slide a misaligned payload back over its
+        // own (already parsed) header rather than copying it elsewhere.
+        const skew = at & 3;
+        if (skew) {
+          this.scratch.copyWithin(at - skew, at, at + h.length);
+          at -= skew;
+        }
         this.deliver(h, this.scratch.subarray(at, at + h.length));
         continue;
       }

@@ -125,16 +125,10 @@ export class DiskTier {
     try {
       const fh = await open(tmp, 'wx');
       try {
-        let off = 0;
-        // writev may write partially; loop until both buffers are out.
-        const bufs = [header, payload];
-        const total = bytes;
-        while (off < total) {
-          const rest = off < header.byteLength
-            ? [header.subarray(off), payload]
-            : [payload.subarray(off - header.byteLength)];
-          const { bytesWritten } = await fh.writev(off === 0 ? bufs : rest);
-          off += bytesWritten;
+        // writev may write partially; continue from where it stopped.
+        for (let off = 0; off < bytes; ) {
+          const bufs = off < header.byteLength ? [header.subarray(off), payload] : [payload.subarray(off - header.byteLength)];
+          off += (await fh.writev(bufs)).bytesWritten;
         }
       } finally {
         await fh.close();

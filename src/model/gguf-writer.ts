@@ -163,7 +163,8 @@ function hfToSpm(spec: Extract<TokenizerSpec, { kind: 'hf' }>, vocabSize: number
     return n === undefined ? undefined : idOf.get(n);
   };
   const unk = lookup(model.unk_token) ?? 0;
-  if (tokenTypes[unk] !== undefined) tokenTypes[unk] = 2;
+  // like llama.cpp's converter, a special added <unk> stays 'control'
+  if (tokenTypes[unk] !== undefined && tokenTypes[unk] !== 3) tokenTypes[unk] = 2;
   const normalizer = JSON.stringify(tj.normalizer ?? null);
   return {
     kind: 'spm',
@@ -221,6 +222,12 @@ function tensorOut(name: string, m: Matrix | Float32Array, type: 'f32' | 'q8_0')
 
 /** The GGUF bytes for a model (see writeGguf). */
 export function encodeGguf(model: LoadedModel, opts: WriteGgufOptions = {}): Uint8Array {
+  const { metadata, tensors } = ggufParts(model, opts);
+  return serializeGguf(metadata, tensors);
+}
+
+/** The metadata and tensors writeGguf would write (tests alter them to craft bad files). */
+export function ggufParts(model: LoadedModel, opts: WriteGgufOptions = {}): { metadata: [string, GgufMetaValue][]; tensors: GgufTensorOut[] } {
   const c = model.config;
   const type = opts.type ?? 'f32';
   const metadata: [string, GgufMetaValue][] = [
@@ -244,6 +251,7 @@ export function encodeGguf(model: LoadedModel, opts: WriteGgufOptions = {}): Uin
     metadata.push(['llama.attention.key_length', { type: 'u32', value: c.headDim }]);
     metadata.push(['llama.attention.value_length', { type: 'u32', value: c.headDim }]);
   }
+  if (type === 'q8_0') metadata.push(['general.quantization_version', { type: 'u32', value: 2 }]);
   metadata.push(...tokenizerMetadata(model));
   if (model.chatTemplate !== undefined) metadata.push(['tokenizer.chat_template', { type: 'string', value: model.chatTemplate }]);
 
@@ -255,7 +263,7 @@ export function encodeGguf(model: LoadedModel, opts: WriteGgufOptions = {}): Uin
     }
     return tensorOut(slot.name, t, type);
   });
-  return serializeGguf(metadata, tensors);
+  return { metadata, tensors };
 }
 
 /** Write `model` as a GGUF v3 file llama.cpp can load (atomically: a temp file, then rename). */

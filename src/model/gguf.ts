@@ -116,7 +116,8 @@ function tensorBytes(file: string, t: GgufTensorInfo): number {
   }
 }
 
-/** Parse the header, metadata and tensor directory; checks every tensor lies inside the file. */
+/** Parse the header, metadata and tensor directory. Tensor types and bounds are checked when a
+ * tensor is read (tensorData), so files with extra tensors of other types still load. */
 export function parseGguf(file: string, bytes: Uint8Array): GgufFile {
   const r = new ByteReader(file, bytes);
   const magic = r.u32('magic');

@@ -121,8 +121,14 @@ export function syntheticConfig(preset: string): ModelConfig | undefined {
   if (!p) return undefined;
   return {
     architecture: 'llama',
-    ...p,
+    dim: p.dim,
+    hiddenDim: p.hiddenDim,
+    nLayers: p.nLayers,
+    nHeads: p.nHeads,
+    nKvHeads: p.nKvHeads,
     headDim: p.dim / p.nHeads,
+    vocabSize: p.vocabSize,
+    contextLength: p.contextLength,
     ropeTheta: 10000,
     rmsEps: 1e-5,
     ropeStyle: 'interleaved',

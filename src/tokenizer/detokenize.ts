@@ -4,6 +4,7 @@
 // rule), and both turn bytes into text with the WHATWG UTF-8 decoder, whose output does not depend on
 // how the bytes are chunked. That is what makes decode(ids) equal the concatenation of push()es.
 
+import { TextDecoder, TextEncoder } from 'node:util';
 import type { StreamDecoder } from './types.ts';
 
 /** How a model's decoder removes the space that encoding prepended (SentencePiece's dummy prefix). */

@@ -352,7 +352,7 @@ export function createHfTokenizer(spec: HfSpec): Tokenizer {
   }
 
   // Merge rank = position in the list. Special added tokens are never produced by merging.
-  const merges = new PairTable(vocabSize);
+  const merges = new PairTable();
   const mergeList = model.merges ?? [];
   if (!Array.isArray(mergeList)) fail('model.merges must be an array');
   mergeList.forEach((m: unknown, rank) => {
@@ -462,7 +462,10 @@ export function createHfTokenizer(spec: HfSpec): Tokenizer {
     if (typeof text !== 'string') throw new TypeError('text to encode must be a string');
     const which = opts?.parseSpecial ? 1 : 0;
     const out: number[] = [];
-    if (opts?.addBos ?? addBos) out.push(bos);
+    if (opts?.addBos ?? addBos) {
+      if (bos < 0) throw new RangeError('this tokenizer has no BOS token to add');
+      out.push(bos);
+    }
     for (const raw of matchers.raw[which]!.split(text)) {
       if (raw.kind === 'token') {
         out.push(raw.id);

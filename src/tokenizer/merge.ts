@@ -4,40 +4,66 @@
 // entry is stale and skipped, which keeps the whole loop O(n log n) instead of llama2.c's O(n²)
 // rescan after every merge.
 
-/** Adjacent-pair merges: (left id, right id) → merged id, with a priority (lower merges first). */
+/** Adjacent-pair merges: (left id, right id) → merged id, with a priority (lower merges first).
+ * An open-addressing hash over the two ids in typed arrays: the merge loop does a few lookups per
+ * symbol, and a Map keyed by left·V + right would hash heap numbers once V² leaves the small-integer
+ * range (vocabularies beyond ~32K pieces). */
 export class PairTable {
-  private readonly index = new Map<number, number>();
+  private keysLeft = new Int32Array(1024).fill(-1);
+  private keysRight = new Int32Array(1024);
+  private rules = new Int32Array(1024);
+  private mask = 1023;
   private readonly merged: number[] = [];
   private readonly priority: number[] = [];
-
-  /** `stride` must exceed every token id so that left·stride + right is a unique key. */
-  constructor(private readonly stride: number) {}
 
   get size(): number {
     return this.merged.length;
   }
 
+  private slot(left: number, right: number): number {
+    let h = Math.imul(left ^ Math.imul(right, 0x85ebca6b), 0x9e3779b1);
+    h = (h ^ (h >>> 15)) & this.mask;
+    while (this.keysLeft[h] !== -1 && (this.keysLeft[h] !== left || this.keysRight[h] !== right)) h = (h + 1) & this.mask;
+    return h;
+  }
+
+  private grow(): void {
+    const { keysLeft, keysRight, rules } = this;
+    const cap = keysLeft.length * 2;
+    this.keysLeft = new Int32Array(cap).fill(-1);
+    this.keysRight = new Int32Array(cap);
+    this.rules = new Int32Array(cap);
+    this.mask = cap - 1;
+    for (let i = 0; i < keysLeft.length; i++) {
+      if (keysLeft[i] === -1) continue;
+      const h = this.slot(keysLeft[i]!, keysRight[i]!);
+      this.keysLeft[h] = keysLeft[i]!;
+      this.keysRight[h] = keysRight[i]!;
+      this.rules[h] = rules[i]!;
+    }
+  }
+
   /** A later rule for the same pair replaces the earlier one (as a HashMap built from the list does). */
   set(left: number, right: number, merged: number, priority: number): void {
-    const key = left * this.stride + right;
-    const at = this.index.get(key);
-    if (at !== undefined) {
-      this.merged[at] = merged;
-      this.priority[at] = priority;
+    if (!(left >= 0 && right >= 0)) throw new RangeError(`bad merge pair (${left}, ${right})`);
+    if (2 * (this.merged.length + 1) > this.keysLeft.length) this.grow();
+    const h = this.slot(left, right);
+    if (this.keysLeft[h] !== -1) {
+      this.merged[this.rules[h]!] = merged;
+      this.priority[this.rules[h]!] = priority;
       return;
     }
-    this.index.set(key, this.merged.length);
+    this.keysLeft[h] = left;
+    this.keysRight[h] = right;
+    this.rules[h] = this.merged.length;
     this.merged.push(merged);
     this.priority.push(priority);
   }
 
-  /** Keep the existing rule when the pair is already known. */
-  setIfAbsent(left: number, right: number, merged: number, priority: number): void {
-    if (!this.index.has(left * this.stride + right)) this.set(left, right, merged, priority);
-  }
-
+  /** The rule index for a pair, or -1. */
   lookup(left: number, right: number): number {
-    return this.index.get(left * this.stride + right) ?? -1;
+    const h = this.slot(left, right);
+    return this.keysLeft[h] === -1 ? -1 : this.rules[h]!;
   }
 
   mergedId(rule: number): number {
@@ -46,62 +72,6 @@ export class PairTable {
 
   rulePriority(rule: number): number {
     return this.priority[rule]!;
-  }
-}
-
-interface Candidate {
-  priority: number;
-  /** index of the left symbol; symbols keep their first index, so a smaller one is further left */
-  left: number;
-  right: number;
-  leftId: number;
-  rightId: number;
-  merged: number;
-}
-
-function before(a: Candidate, b: Candidate): boolean {
-  return a.priority < b.priority || (a.priority === b.priority && a.left < b.left);
-}
-
-class CandidateHeap {
-  private readonly items: Candidate[] = [];
-
-  get length(): number {
-    return this.items.length;
-  }
-
-  push(c: Candidate): void {
-    const items = this.items;
-    let i = items.length;
-    items.push(c);
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!before(c, items[parent]!)) break;
-      items[i] = items[parent]!;
-      i = parent;
-    }
-    items[i] = c;
-  }
-
-  pop(): Candidate {
-    const items = this.items;
-    const top = items[0]!;
-    const last = items.pop()!;
-    const n = items.length;
-    if (n > 0) {
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= n) break;
-        const r = l + 1;
-        const child = r < n && before(items[r]!, items[l]!) ? r : l;
-        if (!before(items[child]!, last)) break;
-        items[i] = items[child]!;
-        i = child;
-      }
-      items[i] = last;
-    }
-    return top;
   }
 }
 
@@ -116,33 +86,73 @@ export function applyMerges(symbols: readonly number[], table: PairTable): numbe
     prev[i] = i - 1;
     next[i] = i + 1;
   }
-  const heap = new CandidateHeap();
+
+  // Candidates live in flat typed arrays (n - 1 initial pairs plus at most two per merge, so 3n
+  // slots suffice); the heap orders candidate slots by (priority, left position).
+  const cap = 3 * n;
+  const cPriority = new Float64Array(cap);
+  const cLeft = new Int32Array(cap);
+  const cRight = new Int32Array(cap);
+  const cLeftId = new Int32Array(cap);
+  const cRightId = new Int32Array(cap);
+  const cMerged = new Int32Array(cap);
+  let slots = 0;
+  const heap = new Int32Array(cap);
+  let size = 0;
+  const before = (a: number, b: number): boolean =>
+    cPriority[a]! < cPriority[b]! || (cPriority[a] === cPriority[b] && cLeft[a]! < cLeft[b]!);
+
   const consider = (left: number, right: number): void => {
     const rule = table.lookup(id[left]!, id[right]!);
     if (rule < 0) return;
-    heap.push({
-      priority: table.rulePriority(rule),
-      left,
-      right,
-      leftId: id[left]!,
-      rightId: id[right]!,
-      merged: table.mergedId(rule),
-    });
+    const c = slots++;
+    cPriority[c] = table.rulePriority(rule);
+    cLeft[c] = left;
+    cRight[c] = right;
+    cLeftId[c] = id[left]!;
+    cRightId[c] = id[right]!;
+    cMerged[c] = table.mergedId(rule);
+    let i = size++;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!before(c, heap[parent]!)) break;
+      heap[i] = heap[parent]!;
+      i = parent;
+    }
+    heap[i] = c;
   };
-  for (let i = 0; i + 1 < n; i++) consider(i, i + 1);
+  const pop = (): number => {
+    const top = heap[0]!;
+    const last = heap[--size]!;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= size) break;
+      const r = l + 1;
+      const child = r < size && before(heap[r]!, heap[l]!) ? r : l;
+      if (!before(heap[child]!, last)) break;
+      heap[i] = heap[child]!;
+      i = child;
+    }
+    heap[i] = last;
+    return top;
+  };
 
-  while (heap.length > 0) {
-    const c = heap.pop();
+  for (let i = 0; i + 1 < n; i++) consider(i, i + 1);
+  while (size > 0) {
+    const c = pop();
+    const left = cLeft[c]!;
+    const right = cRight[c]!;
     // Stale: one side was merged away or grew since this entry was made. A symbol's id only ever
     // grows into a longer piece, so unchanged ids at both ends mean the pair is still exactly this one.
-    if (id[c.left] !== c.leftId || id[c.right] !== c.rightId || next[c.left] !== c.right) continue;
-    id[c.left] = c.merged;
-    id[c.right] = -1;
-    const after = next[c.right]!;
-    next[c.left] = after;
-    if (after < n) prev[after] = c.left;
-    if (prev[c.left]! >= 0) consider(prev[c.left]!, c.left);
-    if (after < n) consider(c.left, after);
+    if (id[left] !== cLeftId[c] || id[right] !== cRightId[c] || next[left] !== right) continue;
+    id[left] = cMerged[c]!;
+    id[right] = -1;
+    const after = next[right]!;
+    next[left] = after;
+    if (after < n) prev[after] = left;
+    if (prev[left]! >= 0) consider(prev[left]!, left);
+    if (after < n) consider(left, after);
   }
 
   const out: number[] = [];

@@ -82,13 +82,17 @@ export function createSpmTokenizer(spec: SpmSpec): Tokenizer {
 
   // Every way to split each piece into two pieces is a merge rule. This is exactly llama2.c's
   // "is the concatenation a piece?" test, precomputed so the merge loop does integer lookups.
-  const merges = new PairTable(n);
+  // Converters that only had a BPE merge list (convert_hf_to_gguf on a tokenizer.json like
+  // TinyStories-656K's) write the same placeholder score for every piece, which would make every merge
+  // a tie. Such vocabularies list merged pieces in merge order, so the id is the better priority.
+  const placeholderScores = scores.every((s) => s === scores[0]);
+  const merges = new PairTable();
   for (const [piece, id] of pieceToId) {
     for (let k = 1; k < piece.length; k++) {
       const left = pieceToId.get(piece.slice(0, k));
       if (left === undefined) continue;
       const right = pieceToId.get(piece.slice(k));
-      if (right !== undefined) merges.set(left, right, id, -scores[id]!);
+      if (right !== undefined) merges.set(left, right, id, placeholderScores ? id : -scores[id]!);
     }
   }
 

@@ -6,7 +6,8 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+import { workerPath } from './worker-process.ts';
 
 export const NODE_LLAMA_CPP_VERSION = '3.21.1';
 const BINARY_PACKAGE = '@node-llama-cpp/linux-x64';
@@ -59,12 +60,7 @@ const tail = (text: string, lines = 15): string => text.trimEnd().split('\n').sl
 
 /** Loads the CPU prebuilt in a throwaway process: the files being there does not prove the binary runs here. */
 async function probeLoad(dir: string): Promise<Exit> {
-  const entry = pathToFileURL(join(dir, 'node_modules', 'node-llama-cpp', 'dist', 'index.js')).href;
-  const script =
-    `const { getLlama } = await import(${JSON.stringify(entry)});` +
-    `const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });` +
-    `await llama.dispose();`;
-  return run(process.execPath, ['--input-type=module', '-e', script], dir);
+  return run(process.execPath, [workerPath, JSON.stringify({ mode: 'probe', packageDir: dir })], dir);
 }
 
 let ensured: Promise<string> | undefined;
@@ -114,7 +110,7 @@ async function install(dir: string, log: (line: string) => void = (l) => process
     }
     const probe = await probeLoad(staging);
     if (probe.code !== 0) {
-      throw new LlamaCppInstallError(`node-llama-cpp installed but its CPU prebuilt does not load:\n${tail(probe.stderr)}`);
+      throw new LlamaCppInstallError(`node-llama-cpp installed but its CPU prebuilt does not load:\n${tail(probe.stdout + probe.stderr)}`);
     }
     // A concurrent installer may have finished first; its copy is as good as ours.
     if (hasExpectedFiles(dir) && (await probeLoad(dir)).code === 0) return dir;

@@ -48,6 +48,11 @@ export interface LlamaCppEngineResult {
   batchDecodeTokens: number;
   /** Which attention path produced each figure. */
   flashAttention: { prefill: boolean; decode1: boolean; decodeBatch: boolean };
+  /**
+   * The same three figures per CPU-second of the llama.cpp process instead of per wall-clock second: insensitive to
+   * other processes taking the core, so a sanity check for wall-clock figures taken on a busy machine.
+   */
+  perCpuSecond: { prefillTokPerS: number; decodeTokPerS1: number; decodeTokPerS32: number };
   threads: number;
   repeats: number;
   nodeLlamaCppVersion: string;
@@ -69,6 +74,8 @@ export interface LlamaCppServeOptions extends CommonOptions {
 export interface LlamaCppServeResult {
   /** concurrency · maxTokens / (last token − start), median over repeats. */
   outputTokPerS: number;
+  /** The same per CPU-second of the llama.cpp process (see LlamaCppEngineResult.perCpuSecond). */
+  outputTokPerCpuS: number;
   /** Gaps between consecutive tokens of one sequence, pooled over sequences and repeats; null when maxTokens is 1. */
   itlP50Ms: number | null;
   itlP99Ms: number | null;
@@ -101,6 +108,7 @@ export async function measureLlamaCppEngine(gguf: string, options: LlamaCppEngin
   const args = { mode: 'engine', gguf: checkedGguf(gguf), packageDir: packageDir ?? (await ensureNodeLlamaCpp()), ...rest };
   const r = await runWorker(args, { timeoutMs, onStderr });
   const fa = (r.flashAttention ?? {}) as Record<string, unknown>;
+  const cpu = (r.perCpuSecond ?? {}) as Record<string, unknown>;
   return {
     prefillTokPerS: numberField(r, 'prefillTokPerS'),
     decodeTokPerS1: numberField(r, 'decodeTokPerS1'),
@@ -112,6 +120,11 @@ export async function measureLlamaCppEngine(gguf: string, options: LlamaCppEngin
     batchSequences: numberField(r, 'batchSequences'),
     batchDecodeTokens: numberField(r, 'batchDecodeTokens'),
     flashAttention: { prefill: fa.prefill === true, decode1: fa.decode1 === true, decodeBatch: fa.decodeBatch === true },
+    perCpuSecond: {
+      prefillTokPerS: numberField(cpu, 'prefillTokPerS'),
+      decodeTokPerS1: numberField(cpu, 'decodeTokPerS1'),
+      decodeTokPerS32: numberField(cpu, 'decodeTokPerS32'),
+    },
     threads: numberField(r, 'threads'),
     repeats: numberField(r, 'repeats'),
     nodeLlamaCppVersion: String(r.nodeLlamaCpp),
@@ -131,6 +144,7 @@ export async function measureLlamaCppServe(gguf: string, options: LlamaCppServeO
   const optionalMs = (key: string): number | null => (r[key] === null ? null : numberField(r, key));
   return {
     outputTokPerS: numberField(r, 'outputTokPerS'),
+    outputTokPerCpuS: numberField(r, 'outputTokPerCpuS'),
     itlP50Ms: optionalMs('itlP50Ms'),
     itlP99Ms: optionalMs('itlP99Ms'),
     ttftP50Ms: numberField(r, 'ttftP50Ms'),

@@ -6,10 +6,12 @@
 // the bench cache folder by absolute path, without node-llama-cpp being a dependency of tandem, and (b) its peak RSS
 // (process.resourceUsage().maxRSS) belongs to llama.cpp alone, not to the tandem engine measured in the parent.
 //
-// Output: {"ok":true,"mode":"engine"|"serve",...figures} or {"ok":false,"error":"..."} (exit code 2 for bad
+// Modes: engine, serve, probe (load the library only; used by the installer).
+// Output: {"ok":true,"mode":…,...figures} or {"ok":false,"error":"..."} (exit code 2 for bad
 // arguments, 1 for a failure while measuring). llama.cpp's own log lines go to stderr, never to stdout.
 //
-// What is timed (wall clock, performance.now(), one thread, median of `repeats` runs after one warm-up run):
+// What is timed (wall clock, performance.now(), one thread, median of `repeats` runs after one warm-up run, once per
+// attention path — flash attention off and on — keeping the faster; see attentionModes):
 //   prefill   sequence.evaluate(prompt) until the first generated token arrives: the whole prompt in one batch, logits
 //             for the last position only, then llama.cpp's greedy sampler (argmax over the vocabulary) picks a token.
 //   decode    after a short prompt has been evaluated and its first token sampled, the next N tokens of the same
@@ -25,6 +27,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
+import { loadavg } from 'node:os';
 
 const ENGINE_DEFAULTS = {
   threads: 1,
@@ -66,10 +69,16 @@ export function parseWorkerArgs(text) {
   }
   if (a === null || typeof a !== 'object' || Array.isArray(a)) throw new ArgError('arguments must be a JSON object');
   const mode = a.mode;
-  if (mode !== 'engine' && mode !== 'serve') throw new ArgError(`'mode' must be "engine" or "serve", got ${JSON.stringify(mode)}`);
+  if (mode !== 'engine' && mode !== 'serve' && mode !== 'probe') {
+    throw new ArgError(`'mode' must be "engine", "serve" or "probe", got ${JSON.stringify(mode)}`);
+  }
   const packageDir = str(a, 'packageDir');
-  const gguf = str(a, 'gguf');
   if (!isAbsolute(packageDir)) throw new ArgError(`'packageDir' must be an absolute path, got ${packageDir}`);
+  if (mode === 'probe') {
+    for (const k of Object.keys(a)) if (k !== 'mode' && k !== 'packageDir') throw new ArgError(`unknown argument '${k}' for mode probe`);
+    return { mode, packageDir };
+  }
+  const gguf = str(a, 'gguf');
   if (!isAbsolute(gguf)) throw new ArgError(`'gguf' must be an absolute path, got ${gguf}`);
   if (!existsSync(gguf) || !statSync(gguf).isFile()) throw new ArgError(`GGUF file not found: ${gguf}`);
   const known = new Set(['mode', 'packageDir', 'gguf', 'flashAttention', ...Object.keys(mode === 'engine' ? ENGINE_DEFAULTS : SERVE_DEFAULTS),
@@ -127,12 +136,13 @@ const median = (xs) => {
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
-/** Nearest-rank percentile, as in vLLM's benchmark_serving (numpy 'linear' differs only in the last digit here). */
+/** Percentile with linear interpolation between ranks: numpy's default, which vLLM's bench serve uses. */
 export function percentile(xs, p) {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
-  const rank = Math.ceil((p / 100) * s.length);
-  return s[Math.min(s.length - 1, Math.max(0, rank - 1))];
+  const h = (p / 100) * (s.length - 1);
+  const lo = Math.floor(h);
+  return s[lo] + (h - lo) * ((s[Math.min(lo + 1, s.length - 1)]) - s[lo]);
 }
 const round = (x, digits = 3) => Number(x.toFixed(digits));
 const mib = (kib) => round(kib / 1024, 1);
@@ -141,6 +151,20 @@ const mib = (kib) => round(kib / 1024, 1);
 // (no top-k/top-p/penalties). yieldEogToken keeps generating through an end-of-sequence token, so every run produces
 // exactly the requested number of tokens (like ignore_eos in vLLM's benchmarks).
 const GREEDY = { temperature: 0, yieldEogToken: true };
+
+/**
+ * Wall time and CPU time (all threads of this process) since `start()`. CPU time is the contention-proof figure: on a
+ * busy shared machine wall time also counts the time other processes held the core; with one ggml thread CPU time
+ * is close to what the same work takes on an idle core.
+ */
+function stopwatch() {
+  const w0 = performance.now();
+  const c0 = process.cpuUsage();
+  return () => {
+    const c = process.cpuUsage(c0);
+    return { wallMs: performance.now() - w0, cpuMs: (c.user + c.system) / 1000 };
+  };
+}
 
 async function next(gen) {
   const r = await gen.next();
@@ -151,12 +175,12 @@ async function next(gen) {
 /** Prefill: evaluate the prompt and sample the first token; returns milliseconds. */
 async function timePrefill(sequence, prompt) {
   await sequence.clearHistory();
-  const t0 = performance.now();
+  const stop = stopwatch();
   const gen = sequence.evaluate(prompt, GREEDY);
   await next(gen);
-  const ms = performance.now() - t0;
+  const t = stop();
   await gen.return();
-  return ms;
+  return t;
 }
 
 /** Decode on `sequences` concurrently: prompt + first token untimed, then `steps` more tokens each; returns ms. */
@@ -164,13 +188,13 @@ async function timeDecode(sequences, prompts, steps) {
   await Promise.all(sequences.map((s) => s.clearHistory()));
   const gens = sequences.map((s, i) => s.evaluate(prompts[i], GREEDY));
   await Promise.all(gens.map(next));
-  const t0 = performance.now();
+  const stop = stopwatch();
   await Promise.all(gens.map(async (g) => {
     for (let i = 0; i < steps; i++) await next(g);
   }));
-  const ms = performance.now() - t0;
+  const t = stop();
   await Promise.all(gens.map((g) => g.return()));
-  return ms;
+  return t;
 }
 
 /**
@@ -180,6 +204,16 @@ async function timeDecode(sequences, prompts, steps) {
  * resolves to flash attention on CPU).
  */
 const attentionModes = (fa) => (fa === 'best' ? [false, true] : [fa]);
+
+/** Tokens/s from the median wall time, and tokens per CPU-second from the median CPU time, of the timed runs. */
+function figure(tokens, runs) {
+  return {
+    tokPerS: tokens / (median(runs.map((r) => r.wallMs)) / 1000),
+    tokPerCpuS: tokens / (median(runs.map((r) => r.cpuMs)) / 1000),
+    runsMs: runs.map((r) => round(r.wallMs)),
+    runsCpuMs: runs.map((r) => round(r.cpuMs)),
+  };
+}
 
 async function measureEngineWith(model, a, flashAttention) {
   // The prefill context holds the prompt plus one generated token; decode at batch 1 reuses it.
@@ -219,9 +253,9 @@ async function measureEngineWith(model, a, flashAttention) {
   return {
     flashAttention,
     prefillTokens,
-    prefill: { tokPerS: prefillTokens / (median(prefillMs) / 1000), runsMs: prefillMs },
-    decode1: { tokPerS: a.decodeTokens / (median(decode1Ms) / 1000), runsMs: decode1Ms },
-    decodeBatch: { tokPerS: (B * a.batchDecodeTokens) / (median(decodeBMs) / 1000), runsMs: decodeBMs },
+    prefill: figure(prefillTokens, prefillMs),
+    decode1: figure(a.decodeTokens, decode1Ms),
+    decodeBatch: figure(B * a.batchDecodeTokens, decodeBMs),
     contexts: { single, batch },
   };
 }
@@ -236,6 +270,12 @@ async function measureEngine(model, a) {
     decodeTokPerS1: round(d1.decode1.tokPerS, 1),
     decodeTokPerS32: round(dB.decodeBatch.tokPerS, 1),
     flashAttention: { prefill: p.flashAttention, decode1: d1.flashAttention, decodeBatch: dB.flashAttention },
+    // The same figures per CPU-second of this process (see stopwatch), for the path chosen above.
+    perCpuSecond: {
+      prefillTokPerS: round(p.prefill.tokPerCpuS, 1),
+      decodeTokPerS1: round(d1.decode1.tokPerCpuS, 1),
+      decodeTokPerS32: round(dB.decodeBatch.tokPerCpuS, 1),
+    },
     prefillTokens: p.prefillTokens,
     decodePromptTokens: a.decodePromptTokens,
     decodeTokens: a.decodeTokens,
@@ -246,7 +286,8 @@ async function measureEngine(model, a) {
       prefillTokPerS: round(t.prefill.tokPerS, 1),
       decodeTokPerS1: round(t.decode1.tokPerS, 1),
       decodeTokPerS32: round(t.decodeBatch.tokPerS, 1),
-      runsMs: { prefill: t.prefill.runsMs.map((x) => round(x)), decode1: t.decode1.runsMs.map((x) => round(x)), decodeBatch: t.decodeBatch.runsMs.map((x) => round(x)) },
+      runsMs: { prefill: t.prefill.runsMs, decode1: t.decode1.runsMs, decodeBatch: t.decodeBatch.runsMs },
+      runsCpuMs: { prefill: t.prefill.runsCpuMs, decode1: t.decode1.runsCpuMs, decodeBatch: t.decodeBatch.runsCpuMs },
       contexts: t.contexts,
     })),
   };
@@ -264,6 +305,7 @@ async function measureServeWith(model, a, flashAttention) {
 
   async function run(maxTokens) {
     await Promise.all(seqs.map((s) => s.clearHistory()));
+    const stop = stopwatch();
     const t0 = performance.now();
     const stamps = await Promise.all(seqs.map(async (s, i) => {
       const gen = s.evaluate(prompts[i], GREEDY);
@@ -278,7 +320,7 @@ async function measureServeWith(model, a, flashAttention) {
     const end = Math.max(...stamps.map((ts) => ts[ts.length - 1]));
     const itl = stamps.flatMap((ts) => ts.slice(1).map((t, k) => t - ts[k]));
     const ttft = stamps.map((ts) => ts[0] - t0);
-    return { durationMs: end - t0, itl, ttft };
+    return { durationMs: end - t0, cpuMs: stop().cpuMs, itl, ttft };
   }
 
   await run(Math.min(4, a.maxTokens)); // warm-up
@@ -290,12 +332,14 @@ async function measureServeWith(model, a, flashAttention) {
   const ttft = runs.flatMap((r) => r.ttft);
   return {
     outputTokPerS: round((C * a.maxTokens) / (median(runs.map((r) => r.durationMs)) / 1000), 1),
+    outputTokPerCpuS: round((C * a.maxTokens) / (median(runs.map((r) => r.cpuMs)) / 1000), 1),
     itlP50Ms: itl.length ? round(percentile(itl, 50)) : null,
     itlP99Ms: itl.length ? round(percentile(itl, 99)) : null,
     ttftP50Ms: round(percentile(ttft, 50)),
     ttftP99Ms: round(percentile(ttft, 99)),
     flashAttention,
     runsMs: runs.map((r) => round(r.durationMs)),
+    runsCpuMs: runs.map((r) => round(r.cpuMs)),
     context,
   };
 }
@@ -335,6 +379,8 @@ async function main() {
     return 2;
   }
   const baseRssMiB = mib(process.resourceUsage().maxRSS);
+  // On a shared machine other work skews the figures; the 1-minute load average says how much to trust them.
+  const loadBefore = loadavg()[0];
   const { lib, version } = await loadNodeLlamaCpp(a.packageDir);
   const llama = await lib.getLlama({
     gpu: false,
@@ -343,6 +389,14 @@ async function main() {
     logLevel: 'warn',
     logger: (level, message) => process.stderr.write(`[llama.cpp ${level}] ${message.trimEnd()}\n`),
   });
+  if (a.mode === 'probe') {
+    // Used by the installer: proves the CPU prebuilt loads here (a file is needed: node-llama-cpp tests its binary in
+    // a fork() that inherits execArgv, which breaks under `node -e`).
+    const out = { ok: true, mode: 'probe', nodeLlamaCpp: version, buildType: llama.buildType, cpuMathCores: llama.cpuMathCores, systemInfo: llama.systemInfo };
+    await llama.dispose();
+    process.stdout.write(JSON.stringify(out) + '\n');
+    return 0;
+  }
   const model = await llama.loadModel({ modelPath: a.gguf, gpuLayers: 0 });
   const figures = a.mode === 'engine' ? await measureEngine(model, a) : await measureServe(model, a);
   const out = {
@@ -353,6 +407,7 @@ async function main() {
     baseRssMiB,
     threads: a.threads,
     repeats: a.repeats,
+    loadAvg1m: { before: round(loadBefore, 2), after: round(loadavg()[0], 2) },
     gguf: a.gguf,
     model: { type: model.typeDescription, sizeBytes: model.size, trainContextSize: model.trainContextSize },
     nodeLlamaCpp: version,

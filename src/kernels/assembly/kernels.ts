@@ -67,34 +67,10 @@ function f32Tile4x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32)
   store8(op + 3 * os, a30, a31, count);
 }
 
-// 1 row × 32 columns (4 consecutive panels): with a single row, 1×8 has only two dependency chains and
-// is latency bound; four panels give eight independent chains. Same per-element order as 4×8.
-function f32Tile1x32(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32): void {
-  const ps = <usize>K << 5;
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-  let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
-  let xp = x;
-  let wp = panel;
-  for (let k = 0; k < K; k++) {
-    const xs = v128.load32_splat(xp);
-    a0 = f32x4.add(a0, f32x4.mul(xs, v128.load(wp)));
-    a1 = f32x4.add(a1, f32x4.mul(xs, v128.load(wp, 16)));
-    a2 = f32x4.add(a2, f32x4.mul(xs, v128.load(wp + ps)));
-    a3 = f32x4.add(a3, f32x4.mul(xs, v128.load(wp + ps, 16)));
-    a4 = f32x4.add(a4, f32x4.mul(xs, v128.load(wp + 2 * ps)));
-    a5 = f32x4.add(a5, f32x4.mul(xs, v128.load(wp + 2 * ps, 16)));
-    a6 = f32x4.add(a6, f32x4.mul(xs, v128.load(wp + 3 * ps)));
-    a7 = f32x4.add(a7, f32x4.mul(xs, v128.load(wp + 3 * ps, 16)));
-    xp += 4;
-    wp += 32;
-  }
-  const op = out + (<usize>n0 << 2);
-  store8(op, a0, a1, N - n0);
-  store8(op + 32, a2, a3, N - n0 - 8);
-  store8(op + 64, a4, a5, N - n0 - 16);
-  store8(op + 96, a6, a7, N - n0 - 24);
-}
-
+// 1 row × 8 columns, for the rows left over after the 4-row tiles (all of decode). Two accumulator
+// chains make it latency bound (~21 GFLOP/s here), but it reads the weights as one sequential stream;
+// tiles over several panels at once (1×16, 1×32) measured slower on weights beyond L2 (the
+// 288×32000 classifier: 7–8 vs 14 GFLOP/s), where decode spends most of its time.
 function f32Tile1x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32): void {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
   let xp = x;
@@ -136,9 +112,7 @@ export function matmul_f32(out: usize, x: usize, w: usize, M: i32, N: i32, K: i3
     for (; r < M; r++) {
       const xr = x + <usize>r * xs;
       const or = out + <usize>r * os;
-      let p = p0;
-      for (; p + 4 <= p1; p += 4) f32Tile1x32(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
-      for (; p < p1; p++) f32Tile1x8(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
+      for (let p = p0; p < p1; p++) f32Tile1x8(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
     }
   }
 }
@@ -425,21 +399,20 @@ function f32ToF16(f: f32): u32 {
   return sign | q;
 }
 
-// Four halves (zero-extended in i32 lanes) to f32: exact, including subnormals, inf and NaN.
-// The exponent/mantissa bits are moved into f32 position and rescaled by 2^112 with a float multiply,
-// which also normalises subnormals; values that land at or above 2^16 were inf/NaN.
+// Four halves, sign-extended into i32 lanes, to f32: exact, including subnormals, inf and NaN.
+// Shifting left by 13 puts the sign at bit 31 and exponent/mantissa at f32 bits 13..27 (the mask
+// clears the copies of the sign in between); a float multiply by 2^112 rebiases the exponent and
+// also normalises subnormals; results at or above 2^16 in magnitude were inf/NaN.
 @inline
 function f16x4ToF32(h: v128): v128 {
-  const em = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
-  let f = f32x4.mul(em, f32x4.splat(reinterpret<f32>(0x77800000)));
-  const infnan = f32x4.ge(f, f32x4.splat(65536.0));
-  f = v128.or(f, v128.and(infnan, i32x4.splat(0x7f800000)));
-  return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+  const f = f32x4.mul(v128.and(i32x4.shl(h, 13), i32x4.splat(0x8fffe000)), f32x4.splat(reinterpret<f32>(0x77800000)));
+  const infnan = f32x4.ge(f32x4.abs(f), f32x4.splat(65536.0));
+  return v128.or(f, v128.and(infnan, i32x4.splat(0x7f800000)));
 }
 
 @inline
 function f16ToF32(h: u32): f32 {
-  return f32x4.extract_lane(f16x4ToF32(i32x4.splat(h)), 0);
+  return f32x4.extract_lane(f16x4ToF32(i32x4.splat(<i32><i16>h)), 0);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -472,71 +445,105 @@ export function kv_write(
   }
 }
 
-// q·k over headDim: 4 lanes accumulate d ≡ 0,1,2,3 (mod 4), reduced as (l0+l1)+(l2+l3), then the tail
-// (headDim % 4) sequentially. Fixed for a given headDim.
+// Attention is generic over the pool element type T: f32, or u16 for f16 (both resolved at compile time).
+
+// 4 consecutive elements of a K or V row, as f32.
+@inline
+function load4<T>(p: usize): v128 {
+  if (sizeof<T>() == 2) return f16x4ToF32(v128.load16x4_s(p));
+  return v128.load(p);
+}
+
+@inline
+function load1<T>(p: usize): f32 {
+  if (sizeof<T>() == 2) return f16ToF32(load<u16>(p));
+  return load<f32>(p);
+}
+
 @inline
 function hsum(a: v128): f32 {
   return (f32x4.extract_lane(a, 0) + f32x4.extract_lane(a, 1)) + (f32x4.extract_lane(a, 2) + f32x4.extract_lane(a, 3));
 }
 
-function dotF32(q: usize, k: usize, n: i32): f32 {
+// Score of one token: q·k over headDim with 4 lanes accumulating d ≡ 0,1,2,3 (mod 4), reduced as
+// (l0+l1)+(l2+l3), then the tail (headDim % 4) sequentially, then divided by sqrt(headDim).
+function score1<T>(q: usize, k: usize, hd: i32, sqrtHd: f32): f32 {
   let acc = f32x4.splat(0);
   let i = 0;
-  for (; i + 4 <= n; i += 4) acc = f32x4.add(acc, f32x4.mul(v128.load(q + (<usize>i << 2)), v128.load(k + (<usize>i << 2))));
+  for (; i + 4 <= hd; i += 4) acc = f32x4.add(acc, f32x4.mul(v128.load(q + (<usize>i << 2)), load4<T>(k + <usize>i * sizeof<T>())));
   let s = hsum(acc);
-  for (; i < n; i++) s += load<f32>(q + (<usize>i << 2)) * load<f32>(k + (<usize>i << 2));
-  return s;
+  for (; i < hd; i++) s += load<f32>(q + (<usize>i << 2)) * load1<T>(k + <usize>i * sizeof<T>());
+  return s / sqrtHd;
 }
 
-function dotF16(q: usize, k: usize, n: i32): f32 {
-  let acc = f32x4.splat(0);
+// Scores of 4 consecutive tokens of a block at once (independent chains), each computed exactly as
+// score1 does.
+function score4<T>(q: usize, k: usize, stride: usize, hd: i32, sqrtHd: f32, dst: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
   let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    acc = f32x4.add(acc, f32x4.mul(v128.load(q + (<usize>i << 2)), f16x4ToF32(v128.load16x4_u(k + (<usize>i << 1)))));
+  for (; i + 4 <= hd; i += 4) {
+    const qv = v128.load(q + (<usize>i << 2));
+    const kp = k + <usize>i * sizeof<T>();
+    a0 = f32x4.add(a0, f32x4.mul(qv, load4<T>(kp)));
+    a1 = f32x4.add(a1, f32x4.mul(qv, load4<T>(kp + stride)));
+    a2 = f32x4.add(a2, f32x4.mul(qv, load4<T>(kp + 2 * stride)));
+    a3 = f32x4.add(a3, f32x4.mul(qv, load4<T>(kp + 3 * stride)));
   }
-  let s = hsum(acc);
-  for (; i < n; i++) s += load<f32>(q + (<usize>i << 2)) * f16ToF32(load<u16>(k + (<usize>i << 1)));
-  return s;
+  let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+  for (; i < hd; i++) {
+    const qs = load<f32>(q + (<usize>i << 2));
+    const kp = k + <usize>i * sizeof<T>();
+    s0 += qs * load1<T>(kp);
+    s1 += qs * load1<T>(kp + stride);
+    s2 += qs * load1<T>(kp + 2 * stride);
+    s3 += qs * load1<T>(kp + 3 * stride);
+  }
+  store<f32>(dst, s0 / sqrtHd);
+  store<f32>(dst, s1 / sqrtHd, 4);
+  store<f32>(dst, s2 / sqrtHd, 8);
+  store<f32>(dst, s3 / sqrtHd, 12);
 }
 
-// o[i] += a·v[i] for i < n (lanes are distinct outputs, so the order per output is the token order).
-function axpyF32(o: usize, a: f32, v: usize, n: i32): void {
-  const av = f32x4.splat(a);
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const p = <usize>i << 2;
-    v128.store(o + p, f32x4.add(v128.load(o + p), f32x4.mul(av, v128.load(v + p))));
+// o[d0 .. d0+4·W) = Σ_t att[t]·V[t][d0 ..], tokens in order, W vectors of accumulators held in
+// registers across the whole context (W = 4 or 1).
+@inline
+function accumulateV<T>(
+  o: usize, att: usize, table: usize, n: i32, blockSize: i32, vBase: usize, blockBytes: usize,
+  tokenBytes: usize, W: i32,
+): void {
+  let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
+  let ap = att;
+  for (let t0 = 0, b = 0; t0 < n; t0 += blockSize, b++) {
+    let vp = vBase + <usize>load<i32>(table + (<usize>b << 2)) * blockBytes;
+    const tn = min(blockSize, n - t0);
+    for (let j = 0; j < tn; j++) {
+      const a = v128.load32_splat(ap);
+      c0 = f32x4.add(c0, f32x4.mul(a, load4<T>(vp)));
+      if (W == 4) {
+        c1 = f32x4.add(c1, f32x4.mul(a, load4<T>(vp + 4 * sizeof<T>())));
+        c2 = f32x4.add(c2, f32x4.mul(a, load4<T>(vp + 8 * sizeof<T>())));
+        c3 = f32x4.add(c3, f32x4.mul(a, load4<T>(vp + 12 * sizeof<T>())));
+      }
+      ap += 4;
+      vp += tokenBytes;
+    }
   }
-  for (; i < n; i++) {
-    const p = <usize>i << 2;
-    store<f32>(o + p, load<f32>(o + p) + a * load<f32>(v + p));
+  v128.store(o, c0);
+  if (W == 4) {
+    v128.store(o, c1, 16);
+    v128.store(o, c2, 32);
+    v128.store(o, c3, 48);
   }
 }
 
-function axpyF16(o: usize, a: f32, v: usize, n: i32): void {
-  const av = f32x4.splat(a);
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const p = <usize>i << 2;
-    v128.store(o + p, f32x4.add(v128.load(o + p), f32x4.mul(av, f16x4ToF32(v128.load16x4_u(v + (<usize>i << 1))))));
-  }
-  for (; i < n; i++) {
-    const p = <usize>i << 2;
-    store<f32>(o + p, load<f32>(o + p) + a * f16ToF32(load<u16>(v + (<usize>i << 1))));
-  }
-}
-
-// Causal attention of each query row against its sequence's tokens 0..pos through its block table.
-// Per (row, head): scores in token order, softmax with the max subtracted, then the weighted sum of V
-// in token order — the same sequence of operations whatever else is in the batch.
-export function attention(
-  out: usize, q: usize, base: usize, blockSize: i32, nLayers: i32, nKvHeads: i32, headDim: i32, f16: bool,
+function attentionT<T>(
+  out: usize, q: usize, base: usize, blockSize: i32, nLayers: i32, nKvHeads: i32, headDim: i32,
   layer: i32, nHeads: i32, M: i32, positions: usize, blockTables: usize, scratch: usize,
 ): void {
-  const elt: usize = f16 ? 2 : 4;
   const kvDim = nKvHeads * headDim;
-  const tokenBytes = <usize>kvDim * elt;
-  const kvBytes = <usize>blockSize * tokenBytes;
+  const tokenBytes = <usize>kvDim * sizeof<T>();
+  const planeBytes = <usize>blockSize * tokenBytes; // one K (or V) plane of one layer in one block
+  const blockBytes = <usize>nLayers * 2 * planeBytes;
   const group = nHeads / nKvHeads;
   const rowBytes = <usize>(nHeads * headDim) << 2;
   const headBytes = <usize>headDim << 2;
@@ -548,21 +555,29 @@ export function attention(
     for (let h = 0; h < nHeads; h++) {
       const qh = q + <usize>r * rowBytes + <usize>h * headBytes;
       const oh = out + <usize>r * rowBytes + <usize>h * headBytes;
-      const headOff = <usize>((h / group) * headDim) * elt;
-      // scores
-      let maxScore: f32 = -Infinity;
+      const headOff = <usize>((h / group) * headDim) * sizeof<T>();
+      const kBase = base + <usize>layer * 2 * planeBytes + headOff;
+      const vBase = kBase + planeBytes;
+      // scores, token by token in blocks of 4 within each KV block
       for (let t0 = 0, b = 0; t0 < n; t0 += blockSize, b++) {
-        const block = load<i32>(table + (<usize>b << 2));
-        let kp = base + (<usize>(block * nLayers + layer) * 2) * kvBytes + headOff;
+        let kp = kBase + <usize>load<i32>(table + (<usize>b << 2)) * blockBytes;
+        let dst = scratch + (<usize>t0 << 2);
         const tn = min(blockSize, n - t0);
-        for (let j = 0; j < tn; j++) {
-          const s = (f16 ? dotF16(qh, kp, headDim) : dotF32(qh, kp, headDim)) / sqrtHd;
-          store<f32>(scratch + (<usize>(t0 + j) << 2), s);
-          if (s > maxScore) maxScore = s;
+        let j = 0;
+        for (; j + 4 <= tn; j += 4) {
+          score4<T>(qh, kp, tokenBytes, headDim, sqrtHd, dst);
+          kp += tokenBytes << 2;
+          dst += 16;
+        }
+        for (; j < tn; j++) {
+          store<f32>(dst, score1<T>(qh, kp, headDim, sqrtHd));
           kp += tokenBytes;
+          dst += 4;
         }
       }
-      // softmax
+      // softmax: subtract the max, exponentiate, normalise
+      let maxScore: f32 = -Infinity;
+      for (let t = 0; t < n; t++) maxScore = max(maxScore, load<f32>(scratch + (<usize>t << 2)));
       let sum: f32 = 0;
       for (let t = 0; t < n; t++) {
         const p = scratch + (<usize>t << 2);
@@ -570,19 +585,43 @@ export function attention(
         store<f32>(p, e);
         sum += e;
       }
-      // weighted sum of V
-      memory.fill(oh, 0, headBytes);
-      for (let t0 = 0, b = 0; t0 < n; t0 += blockSize, b++) {
-        const block = load<i32>(table + (<usize>b << 2));
-        let vp = base + (<usize>(block * nLayers + layer) * 2 + 1) * kvBytes + headOff;
-        const tn = min(blockSize, n - t0);
-        for (let j = 0; j < tn; j++) {
-          const a = load<f32>(scratch + (<usize>(t0 + j) << 2)) / sum;
-          if (f16) axpyF16(oh, a, vp, headDim);
-          else axpyF32(oh, a, vp, headDim);
-          vp += tokenBytes;
+      for (let t = 0; t < n; t++) {
+        const p = scratch + (<usize>t << 2);
+        store<f32>(p, load<f32>(p) / sum);
+      }
+      // weighted sum of V: 16 dims at a time, then 4, then single dims
+      let d = 0;
+      for (; d + 16 <= headDim; d += 16) {
+        accumulateV<T>(oh + (<usize>d << 2), scratch, table, n, blockSize, vBase + <usize>d * sizeof<T>(), blockBytes, tokenBytes, 4);
+      }
+      for (; d + 4 <= headDim; d += 4) {
+        accumulateV<T>(oh + (<usize>d << 2), scratch, table, n, blockSize, vBase + <usize>d * sizeof<T>(), blockBytes, tokenBytes, 1);
+      }
+      for (; d < headDim; d++) {
+        let c: f32 = 0;
+        let ap = scratch;
+        for (let t0 = 0, b = 0; t0 < n; t0 += blockSize, b++) {
+          let vp = vBase + <usize>load<i32>(table + (<usize>b << 2)) * blockBytes + <usize>d * sizeof<T>();
+          const tn = min(blockSize, n - t0);
+          for (let j = 0; j < tn; j++) {
+            c += load<f32>(ap) * load1<T>(vp);
+            ap += 4;
+            vp += tokenBytes;
+          }
         }
+        store<f32>(oh + (<usize>d << 2), c);
       }
     }
   }
+}
+
+// Causal attention of each query row against its sequence's tokens 0..pos through its block table.
+// Per (row, head): scores in token order, softmax with the max subtracted, then the weighted sum of V
+// in token order — the same sequence of operations whatever else is in the batch.
+export function attention(
+  out: usize, q: usize, base: usize, blockSize: i32, nLayers: i32, nKvHeads: i32, headDim: i32, f16: bool,
+  layer: i32, nHeads: i32, M: i32, positions: usize, blockTables: usize, scratch: usize,
+): void {
+  if (f16) attentionT<u16>(out, q, base, blockSize, nLayers, nKvHeads, headDim, layer, nHeads, M, positions, blockTables, scratch);
+  else attentionT<f32>(out, q, base, blockSize, nLayers, nKvHeads, headDim, layer, nHeads, M, positions, blockTables, scratch);
 }

@@ -1,0 +1,180 @@
+// `tandem up`: a local cluster — prefill, decode and mixed engines plus the gateway as child
+// processes on free ports. Waits until all are healthy, prints the URL and the topology, prefixes
+// their logs, and on Ctrl-C/SIGTERM stops every child (own process groups, so no orphans) and exits 0.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseFlags, UsageError } from './args.ts';
+
+const spec = {
+  prefill: { type: 'number', default: 1, help: 'prefill engines' },
+  decode: { type: 'number', default: 1, help: 'decode engines' },
+  both: { type: 'number', default: 0, help: 'engines that do both stages' },
+  model: { type: 'string', default: 'stories260K', help: 'model for every engine' },
+  tokenizer: { type: 'string', help: 'tokenizer file, when the model has none' },
+  port: { type: 'number', default: 8000, help: 'gateway port (0 = any free port)' },
+  host: { type: 'string', default: '127.0.0.1', help: 'gateway listen address' },
+  config: { type: 'string', help: 'EndpointPickerConfig YAML for the gateway' },
+  'kv-events': { type: 'boolean', default: true, help: 'engines publish KV events, the gateway subscribes (--no-kv-events to skip)' },
+  'engine-arg': { type: 'list', help: 'extra argument for every `tandem serve` (repeatable, e.g. --engine-arg=--block-size=16)' },
+  'gateway-arg': { type: 'list', help: 'extra argument for `tandem gateway` (repeatable)' },
+  'startup-timeout': { type: 'number', default: 120, help: 'seconds to wait for everything to be healthy' },
+  help: { type: 'boolean' },
+} as const;
+
+const BIN = fileURLToPath(new URL('../../bin/tandem.js', import.meta.url));
+
+interface Child {
+  name: string;
+  proc: ChildProcess;
+  exited: Promise<number | null>;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function startChild(name: string, args: string[]): Child {
+  // detached: the child leads its own process group, so stopping it reaches its workers too
+  const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: process.env });
+  for (const stream of [proc.stdout!, proc.stderr!]) {
+    createInterface({ input: stream }).on('line', (line) => process.stdout.write(line.startsWith(`[${name}] `) ? `${line}\n` : `[${name}] ${line}\n`));
+  }
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  return { name, proc, exited };
+}
+
+function signalGroup(c: Child, sig: NodeJS.Signals): void {
+  if (c.proc.exitCode !== null || c.proc.signalCode !== null || !c.proc.pid) return;
+  try {
+    process.kill(-c.proc.pid, sig);
+  } catch {
+    try {
+      c.proc.kill(sig);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+async function waitHealthy(url: string, child: Child, deadline: number): Promise<void> {
+  let dead = false;
+  void child.exited.then(() => (dead = true));
+  while (Date.now() < deadline) {
+    if (dead) throw new Error(`${child.name} exited during start-up (see its log above)`);
+    try {
+      const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await r.arrayBuffer();
+      if (r.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${child.name} not healthy at ${url} after start-up timeout`);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const f = parseFlags(argv, spec);
+  if (f.help) {
+    const lines = ['usage: tandem up [--prefill N] [--decode M] [--both K] [--model M] [--port 8000] [--config file]', ''];
+    for (const [k, s] of Object.entries(spec)) if ('help' in s && s.help) lines.push(`  --${k.padEnd(18)} ${s.help}`);
+    console.log(lines.join('\n'));
+    return 0;
+  }
+  if (f._.length) throw new UsageError(`unexpected argument '${f._[0]}'`);
+  const count = (name: 'prefill' | 'decode' | 'both') => {
+    const n = f[name] ?? 0;
+    if (!Number.isInteger(n) || n < 0 || n > 32) throw new UsageError(`--${name} must be an integer in 0..32`);
+    return n;
+  };
+  const roles = { prefill: count('prefill'), decode: count('decode'), both: count('both') };
+  if (roles.decode + roles.both === 0) throw new UsageError('need at least one engine that decodes (--decode or --both)');
+  const gatewayPort = f.port === 0 ? await freePort() : (f.port ?? 8000);
+  const deadline = Date.now() + (f['startup-timeout'] ?? 120) * 1000;
+
+  const children: Child[] = [];
+  let stopping = false;
+  const stopAll = async (): Promise<void> => {
+    stopping = true;
+    for (const c of [...children].reverse()) signalGroup(c, 'SIGTERM');
+    const grace = new Promise((r) => setTimeout(r, 5000).unref());
+    await Promise.race([Promise.all(children.map((c) => c.exited)), grace]);
+    for (const c of children) signalGroup(c, 'SIGKILL');
+  };
+  // last resort if we die some other way: no orphans
+  const onExit = () => {
+    for (const c of children) signalGroup(c, 'SIGKILL');
+  };
+  process.on('exit', onExit);
+
+  let signalled: (() => void) | undefined;
+  const signal = new Promise<void>((resolve) => (signalled = resolve));
+  const onSignal = () => signalled!();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    const engines: { name: string; role: string; url: string; kvEvents?: string }[] = [];
+    for (const role of ['prefill', 'decode', 'both'] as const) {
+      for (let i = 0; i < roles[role]; i++) {
+        const port = await freePort();
+        const kvEvents = f['kv-events'] ? `tcp://*:${await freePort()}` : undefined;
+        const args = ['serve', '--model', f.model!, '--port', String(port), '--role', role, '--kv-port', '0'];
+        if (f.tokenizer) args.push('--tokenizer', f.tokenizer);
+        if (kvEvents) args.push('--kv-events-endpoint', kvEvents);
+        args.push(...f['engine-arg']);
+        const name = `${role}-${i}`;
+        children.push(startChild(name, args));
+        engines.push({ name, role, url: `http://127.0.0.1:${port}`, kvEvents });
+      }
+    }
+    const ready = Promise.all(engines.map((e, i) => waitHealthy(`${e.url}/health`, children[i]!, deadline)));
+    const first = await Promise.race([ready.then(() => 'ready' as const), signal.then(() => 'signal' as const)]);
+    if (first === 'signal') {
+      await stopAll();
+      return 0;
+    }
+    const gwArgs = ['gateway', '--port', String(gatewayPort), '--host', f.host!];
+    if (f.config) gwArgs.push('--config', f.config);
+    for (const e of engines) gwArgs.push('--endpoint', `${e.url},role=${e.role}${e.kvEvents ? `,kv-events=${e.kvEvents}` : ''}`);
+    gwArgs.push(...f['gateway-arg']);
+    const gw = startChild('gateway', gwArgs);
+    children.push(gw);
+    const gwHost = f.host === '0.0.0.0' ? '127.0.0.1' : f.host!;
+    const gwUrl = `http://${gwHost}:${gatewayPort}`;
+    const gwReady = await Promise.race([waitHealthy(`${gwUrl}/ready`, gw, deadline).then(() => 'ready' as const), signal.then(() => 'signal' as const)]);
+    if (gwReady === 'signal') {
+      await stopAll();
+      return 0;
+    }
+    const topo = engines.map((e) => `  ${e.name.padEnd(10)} ${e.url}${e.kvEvents ? `  kv-events ${e.kvEvents.replace('*', '127.0.0.1')}` : ''}`).join('\n');
+    console.log(`tandem up: gateway ${gwUrl} (model ${f.model})\n${topo}\n  try: curl ${gwUrl}/v1/completions -H 'content-type: application/json' -d '{"model":"${f.model}","prompt":"Once upon a time","max_tokens":32}'`);
+
+    // run until a signal, or until a child dies (then stop the rest and fail)
+    const died = Promise.race(children.map((c) => c.exited.then((code) => ({ c, code }))));
+    const outcome = await Promise.race([signal.then(() => undefined), died]);
+    if (outcome && !stopping) {
+      console.error(`tandem up: ${outcome.c.name} exited with code ${outcome.code}; stopping the cluster`);
+      await stopAll();
+      return 1;
+    }
+    await stopAll();
+    return 0;
+  } catch (err) {
+    await stopAll();
+    throw Object.assign(err as Error, { userFacing: true });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('exit', onExit);
+  }
+}

@@ -1,0 +1,99 @@
+// `tandem gateway`: the OpenAI gateway and endpoint picker over prefill/decode engines.
+import { readFileSync } from 'node:fs';
+import { parseBytes, parseFlags, UsageError } from '../cli/args.ts';
+import { DEFAULT_CONFIG_YAML } from './config.ts';
+import { parseEndpointFlag } from './flags.ts';
+import { startGateway, type GatewayOptions } from './server.ts';
+
+const spec = {
+  port: { type: 'number', default: 8000, help: 'listen port' },
+  host: { type: 'string', default: '127.0.0.1', help: 'listen address' },
+  config: { type: 'string', help: 'EndpointPickerConfig YAML (default: the built-in config, see --print-default-config)' },
+  endpoint: { type: 'list', help: 'URL[,role=prefill|decode|both][,kv-events=tcp://host:port][,model=NAME][,label=value…] (repeatable)' },
+  'api-key': { type: 'list', help: 'require Authorization: Bearer KEY on /v1/* (repeatable)' },
+  'max-inflight': { type: 'number', default: 1024, help: 'requests in flight before 429' },
+  'max-body': { type: 'string', default: '32MiB', help: 'request body limit (413 beyond)' },
+  'request-timeout': { type: 'number', default: 600, help: 'seconds per request' },
+  'max-retries': { type: 'number', default: 2, help: 'other endpoints tried when one fails before its first byte' },
+  'scrape-interval-ms': { type: 'number', default: 50, help: 'endpoint /metrics scrape period' },
+  'staleness-ms': { type: 'number', default: 2000, help: 'scraped metrics older than this are ignored' },
+  'health-interval-ms': { type: 'number', default: 1000, help: 'health probe period' },
+  'heartbeat-ttl-ms': { type: 'number', default: 3000, help: 'registered endpoints without a heartbeat this long are dropped' },
+  'print-default-config': { type: 'boolean', help: 'print the built-in config and exit' },
+  'check-config': { type: 'boolean', help: 'validate --config and exit' },
+  help: { type: 'boolean' },
+} as const;
+
+function usage(): string {
+  const lines = ['usage: tandem gateway [--port 8000] [--config scheduler.yaml] [--endpoint URL[,role=…]]…', ''];
+  for (const [k, s] of Object.entries(spec)) if ('help' in s && s.help) lines.push(`  --${k.padEnd(22)} ${s.help}`);
+  return lines.join('\n');
+}
+
+export function gatewayOptionsFromFlags(argv: string[]): { opts: GatewayOptions; flags: ReturnType<typeof parseFlags<typeof spec>> } {
+  const f = parseFlags(argv, spec);
+  if (f._.length) throw new UsageError(`unexpected argument '${f._[0]}'`);
+  let configText: string | undefined;
+  if (f.config) {
+    try {
+      configText = readFileSync(f.config, 'utf8');
+    } catch (err) {
+      throw new UsageError(`cannot read --config ${f.config}: ${(err as Error).message}`);
+    }
+  }
+  const positive = (name: string, v: number | undefined) => {
+    if (v === undefined || !(v > 0)) throw new UsageError(`--${name} must be > 0`);
+    return v;
+  };
+  const opts: GatewayOptions = {
+    port: f.port,
+    host: f.host,
+    configText,
+    configSource: f.config,
+    endpoints: f.endpoint.map(parseEndpointFlag),
+    apiKeys: f['api-key'],
+    maxInflight: positive('max-inflight', f['max-inflight']),
+    maxBodyBytes: parseBytes(f['max-body'] ?? '32MiB'),
+    requestTimeoutMs: positive('request-timeout', f['request-timeout']) * 1000,
+    maxRetries: f['max-retries'] !== undefined && f['max-retries'] >= 0 ? Math.floor(f['max-retries']) : 2,
+    pool: {
+      scrapeIntervalMs: positive('scrape-interval-ms', f['scrape-interval-ms']),
+      stalenessMs: positive('staleness-ms', f['staleness-ms']),
+      healthIntervalMs: positive('health-interval-ms', f['health-interval-ms']),
+      heartbeatTtlMs: positive('heartbeat-ttl-ms', f['heartbeat-ttl-ms']),
+    },
+    processMetrics: true,
+  };
+  return { opts, flags: f };
+}
+
+/** Serve until SIGINT/SIGTERM. */
+export async function runUntilSignal(close: () => Promise<void>): Promise<number> {
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await close();
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { opts, flags } = gatewayOptionsFromFlags(argv);
+  if (flags.help) {
+    console.log(usage());
+    return 0;
+  }
+  if (flags['print-default-config']) {
+    process.stdout.write(DEFAULT_CONFIG_YAML);
+    return 0;
+  }
+  const gw = await startGateway(opts);
+  if (flags['check-config']) {
+    console.log(`${opts.configSource ?? 'default config'}: ok (profiles: ${[...gw.scheduler.config.profiles.keys()].join(', ')}; handler ${gw.scheduler.config.handler.type})`);
+    await gw.close();
+    return 0;
+  }
+  console.error(`[gateway] listening on ${gw.url} (${gw.pool.all().length} static endpoints, profiles: ${[...gw.scheduler.config.profiles.keys()].join(', ')})`);
+  return runUntilSignal(() => gw.close());
+}

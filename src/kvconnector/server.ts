@@ -1,0 +1,464 @@
+// The prefill side of the KV connector: serves leased KV blocks to decode engines.
+//
+// After a leg-1 prefill the engine calls offer(): the prompt's blocks stay readable under a lease
+// until a decode engine has pulled them ('pulled'), said it needs none ('not-needed'), or the lease
+// runs out ('expired'); then onRelease tells the engine to free them. Blocks are only read while a
+// lease is live and each DATA frame is gathered synchronously, so a block freed by an expiry is
+// never read afterwards: a pull still running when its lease expires gets an ERROR instead.
+
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { crc32 } from 'node:zlib';
+import type { Registry } from 'prom-client';
+import { gatherTokens, tokenMajorBytes, type PoolRef } from '../engine/kv-layout.ts';
+import { FrameBufferPool } from './buffers.ts';
+import type { KvFailureReason } from './errors.ts';
+import { createKvMetrics, type KvMetrics } from './metrics.ts';
+import { mintTransferToken, verifyTransferToken } from './token.ts';
+import {
+  compatMismatch,
+  DATA_SUBHEADER_BYTES,
+  DTYPE_CODE,
+  encodeControl,
+  FrameReader,
+  FrameType,
+  frameTypeName,
+  HEADER_BYTES,
+  int,
+  MAX_CONTROL_PAYLOAD,
+  MAX_DATA_PAYLOAD,
+  parseCompat,
+  parseControl,
+  PROTOCOL_VERSION,
+  str,
+  WireError,
+  writeHeader,
+  type FrameHeader,
+  type KvCompat,
+} from './wire.ts';
+
+export type LeaseReleaseReason = 'pulled' | 'not-needed' | 'expired' | 'closed';
+
+export interface KvTransferServerOptions {
+  /** bind address (default 127.0.0.1) */
+  host?: string;
+  /** 0 = any free port */
+  port?: number;
+  engineId: string;
+  compat: KvCompat;
+  /** the engine's KV pool, looked up per frame (the wasm memory's buffer may be replaced when it grows) */
+  pool: () => PoolRef;
+  /** --kv-secret: transfer tokens become HMACs bound to engine and request */
+  secret?: string;
+  /** registers the tandem:kv_* metrics here (shared with the engine: see createKvMetrics) */
+  registry?: Registry;
+  /** the engine frees the lease's blocks when this fires */
+  onRelease?: (requestId: string, reason: LeaseReleaseReason) => void;
+  log?: (level: 'info' | 'warn', message: string) => void;
+  /** KV bytes per DATA frame (default 1 MiB): large enough to amortize per-frame costs, small enough to pipeline */
+  frameBytes?: number;
+  /** DATA frames per stream queued in the socket before gathering more (default 2: double buffering) */
+  framesInFlight?: number;
+  maxConnections?: number;
+  /** a connection that has not said HELLO by then is dropped (default 10 s) */
+  handshakeTimeoutMs?: number;
+}
+
+export interface LeaseOffer {
+  requestId: string;
+  /** the sequence's block table: token p lives in block blockIds[floor(p / blockSize)] */
+  blockIds: ArrayLike<number>;
+  /** tokens of KV computed for this request (the prompt length) */
+  numTokens: number;
+  leaseMs: number;
+}
+
+interface Lease {
+  requestId: string;
+  token: string;
+  blockIds: Int32Array;
+  numTokens: number;
+  timer: NodeJS.Timeout;
+  streams: Set<ServeStream>;
+  pulled: boolean;
+  released: boolean;
+}
+
+interface ServeStream {
+  id: number;
+  conn: Conn;
+  cancelled: boolean;
+  wake: (() => void) | null;
+}
+
+interface Conn {
+  socket: net.Socket;
+  reader: FrameReader;
+  hello: boolean;
+  /** the client proved it holds the same model; without it the connection may only RELEASE */
+  compatible: boolean;
+  maxFrameBytes: number;
+  streams: Map<number, ServeStream>;
+  closed: boolean;
+  handshakeTimer: NodeJS.Timeout | null;
+}
+
+const MAX_STREAMS_PER_CONNECTION = 64;
+/** Remember this many expired request ids, to answer 'lease-expired' rather than 'unknown-request'. */
+const EXPIRED_MEMORY = 4096;
+
+export class KvTransferServer {
+  private server: net.Server | null = null;
+  private readonly leases = new Map<string, Lease>();
+  private readonly expired = new Set<string>();
+  private readonly conns = new Set<Conn>();
+  private readonly buffers = new FrameBufferPool();
+  private readonly metrics: KvMetrics | null;
+  private readonly frameBytes: number;
+  private readonly framesInFlight: number;
+  private boundPort = 0;
+
+  constructor(private readonly opts: KvTransferServerOptions) {
+    if (!opts.engineId) throw new TypeError('KvTransferServer: engineId is required');
+    this.metrics = opts.registry ? createKvMetrics(opts.registry) : null;
+    this.frameBytes = Math.max(4096, Math.min(opts.frameBytes ?? 1 << 20, MAX_DATA_PAYLOAD - DATA_SUBHEADER_BYTES));
+    this.framesInFlight = Math.max(1, opts.framesInFlight ?? 2);
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  /** Listen; resolves with the bound port (the one to advertise as remote_port). */
+  async start(): Promise<number> {
+    if (this.server) throw new Error('KvTransferServer already started');
+    const l = this.opts.pool().layout;
+    const c = this.opts.compat;
+    if (l.nLayers !== c.nLayers || l.nKvHeads !== c.nKvHeads || l.headDim !== c.headDim) {
+      throw new TypeError(`KvTransferServer: pool layout (${l.nLayers}×${l.nKvHeads}×${l.headDim}) does not match compat (${c.nLayers}×${c.nKvHeads}×${c.headDim})`);
+    }
+    const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    server.maxConnections = this.opts.maxConnections ?? 256;
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.opts.port ?? 0, this.opts.host ?? '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.log('warn', `listener error: ${err.message}`));
+    this.boundPort = (server.address() as net.AddressInfo).port;
+    return this.boundPort;
+  }
+
+  /** Stop listening, drop connections, and release every lease with reason 'closed'. */
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    for (const c of this.conns) this.dropConn(c);
+    for (const lease of [...this.leases.values()]) this.release(lease, 'closed');
+    this.buffers.clear();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** Hold a finished prefill's blocks for a decode engine; the token goes into kv_transfer_params. */
+  offer(o: LeaseOffer): { transferToken: string } {
+    const layout = this.opts.pool().layout;
+    if (typeof o.requestId !== 'string' || o.requestId.length === 0 || o.requestId.length > 512) {
+      throw new TypeError('offer: requestId must be a non-empty string of at most 512 characters');
+    }
+    if (this.leases.has(o.requestId)) throw new Error(`offer: request ${o.requestId} already has a lease`);
+    if (!Number.isInteger(o.numTokens) || o.numTokens < 0) throw new RangeError(`offer: numTokens must be a non-negative integer`);
+    if (!(o.leaseMs > 0) || !Number.isFinite(o.leaseMs)) throw new RangeError('offer: leaseMs must be a positive number');
+    const needed = Math.ceil(o.numTokens / layout.blockSize);
+    if (o.blockIds.length < needed) throw new RangeError(`offer: ${o.numTokens} tokens need ${needed} blocks, got ${o.blockIds.length}`);
+    const blockIds = Int32Array.from({ length: needed }, (_, i) => {
+      const b = o.blockIds[i]!;
+      if (!Number.isInteger(b) || b < 0 || b >= layout.numBlocks) throw new RangeError(`offer: block id ${b} outside the pool (0..${layout.numBlocks - 1})`);
+      return b;
+    });
+    const token = mintTransferToken(this.opts.engineId, o.requestId, this.opts.secret);
+    const lease: Lease = {
+      requestId: o.requestId,
+      token,
+      blockIds,
+      numTokens: o.numTokens,
+      timer: setTimeout(() => this.expire(lease), o.leaseMs),
+      streams: new Set(),
+      pulled: false,
+      released: false,
+    };
+    lease.timer.unref();
+    this.leases.set(o.requestId, lease);
+    this.expired.delete(o.requestId);
+    this.metrics?.leasedBlocks.inc(blockIds.length);
+    return { transferToken: token };
+  }
+
+  /** Requests currently holding blocks under a lease. */
+  get leasedRequests(): number {
+    return this.leases.size;
+  }
+
+  // ---- leases ---------------------------------------------------------------------------------
+
+  private expire(lease: Lease): void {
+    if (lease.released) return;
+    this.expired.add(lease.requestId);
+    if (this.expired.size > EXPIRED_MEMORY) this.expired.delete(this.expired.values().next().value!);
+    this.release(lease, 'expired');
+  }
+
+  private release(lease: Lease, reason: LeaseReleaseReason): void {
+    if (lease.released) return;
+    lease.released = true;
+    clearTimeout(lease.timer);
+    this.leases.delete(lease.requestId);
+    this.metrics?.leasedBlocks.dec(lease.blockIds.length);
+    // Pulls still running stop before their next gather (see serve()).
+    for (const s of lease.streams) s.wake?.();
+    try {
+      this.opts.onRelease?.(lease.requestId, reason);
+    } catch (err) {
+      this.log('warn', `onRelease(${lease.requestId}, ${reason}) threw: ${(err as Error).message}`);
+    }
+  }
+
+  /** The lease for this request if the token is right; otherwise the error code to answer with. */
+  private authorize(requestId: string, token: string): Lease | KvFailureReason {
+    const lease = this.leases.get(requestId);
+    if (!lease) return this.expired.has(requestId) ? 'lease-expired' : 'unknown-request';
+    if (!verifyTransferToken(token, lease.token, this.opts.engineId, requestId, this.opts.secret)) return 'bad-token';
+    return lease;
+  }
+
+  // ---- connections ----------------------------------------------------------------------------
+
+  private accept(socket: net.Socket): void {
+    const conn: Conn = {
+      socket,
+      reader: null as unknown as FrameReader,
+      hello: false,
+      compatible: false,
+      maxFrameBytes: 0,
+      streams: new Map(),
+      closed: false,
+      handshakeTimer: null,
+    };
+    // Clients only send control frames; a DATA frame is a violation whatever its size.
+    conn.reader = new FrameReader(
+      (t) => (t === FrameType.DATA ? 0 : MAX_CONTROL_PAYLOAD),
+      (h, payload) => this.onFrame(conn, h, payload),
+      (err) => this.protocolError(conn, err),
+    );
+    this.conns.add(conn);
+    conn.handshakeTimer = setTimeout(() => {
+      this.log('info', `dropping ${peer(socket)}: no HELLO within the handshake timeout`);
+      this.dropConn(conn);
+    }, this.opts.handshakeTimeoutMs ?? 10_000);
+    conn.handshakeTimer.unref();
+    socket.setKeepAlive(true, 30_000);
+    socket.on('data', (chunk) => conn.reader.push(chunk));
+    socket.on('error', (err) => this.log('info', `connection ${peer(socket)}: ${err.message}`));
+    socket.on('close', () => this.connClosed(conn));
+  }
+
+  private connClosed(conn: Conn): void {
+    conn.closed = true;
+    if (conn.handshakeTimer) clearTimeout(conn.handshakeTimer);
+    for (const s of conn.streams.values()) {
+      s.cancelled = true;
+      s.wake?.();
+    }
+    conn.streams.clear();
+    this.conns.delete(conn);
+  }
+
+  private dropConn(conn: Conn): void {
+    if (!conn.socket.destroyed) conn.socket.destroy();
+    this.connClosed(conn);
+  }
+
+  /** Report the violation in an ERROR frame, then drop the connection: framing can't be trusted any more. */
+  private protocolError(conn: Conn, err: WireError): void {
+    this.log('warn', `dropping ${peer(conn.socket)}: ${err.message}`);
+    this.sendError(conn, 0, err.code, err.message, err.field);
+    for (const s of conn.streams.values()) s.cancelled = true;
+    conn.socket.end();
+    // Don't wait for a misbehaving peer to close its side.
+    setTimeout(() => this.dropConn(conn), 1000).unref();
+  }
+
+  private sendError(conn: Conn, streamId: number, code: string, message: string, field?: string): void {
+    if (conn.closed || conn.socket.destroyed || !conn.socket.writable) return;
+    conn.socket.write(encodeControl(FrameType.ERROR, streamId, field ? { code, message, field } : { code, message }));
+  }
+
+  private onFrame(conn: Conn, h: FrameHeader, payload: Buffer): void {
+    if (!conn.hello && h.type !== FrameType.HELLO) throw new WireError('corrupt', `${frameTypeName(h.type)} before HELLO`);
+    switch (h.type) {
+      case FrameType.HELLO:
+        return this.onHello(conn, h, payload);
+      case FrameType.PULL:
+        return this.onPull(conn, h, payload);
+      case FrameType.RELEASE:
+        return this.onRelease(conn, h, payload);
+      case FrameType.CANCEL: {
+        const s = conn.streams.get(h.streamId);
+        if (s) {
+          s.cancelled = true;
+          s.wake?.();
+        }
+        return;
+      }
+      default:
+        throw new WireError('corrupt', `unexpected ${frameTypeName(h.type)} frame from a client`);
+    }
+  }
+
+  private onHello(conn: Conn, h: FrameHeader, payload: Buffer): void {
+    if (conn.hello) throw new WireError('corrupt', 'second HELLO on one connection');
+    if (h.streamId !== 0) throw new WireError('corrupt', 'HELLO must use stream 0');
+    const o = parseControl(payload, 'HELLO');
+    const version = int(o, 'version', 'HELLO');
+    if (version !== PROTOCOL_VERSION) throw new WireError('incompatible', `protocol version ${version}, this server speaks ${PROTOCOL_VERSION}`, 'version');
+    const maxFrameBytes = int(o, 'maxFrameBytes', 'HELLO', 4096, 0xffffffff);
+    // A client that only releases leases may omit compat; it can't pull on this connection.
+    const compat = o['compat'] === undefined ? null : parseCompat(o['compat'], 'HELLO');
+    const diff = compat && compatMismatch(this.opts.compat, compat);
+    if (diff) {
+      throw new WireError('incompatible', `incompatible KV: ${diff.field} is ${JSON.stringify(diff.local)} on the prefill engine, ${JSON.stringify(diff.remote)} on the decode engine`, diff.field);
+    }
+    conn.hello = true;
+    conn.compatible = compat !== null;
+    conn.maxFrameBytes = Math.min(maxFrameBytes, MAX_DATA_PAYLOAD);
+    if (conn.handshakeTimer) clearTimeout(conn.handshakeTimer);
+    conn.handshakeTimer = null;
+    const layout = this.opts.pool().layout;
+    conn.socket.write(
+      encodeControl(FrameType.HELLO_OK, 0, {
+        version: PROTOCOL_VERSION,
+        engineId: this.opts.engineId,
+        compat: this.opts.compat,
+        blockSize: layout.blockSize,
+        kvDtype: layout.dtype,
+      }),
+    );
+  }
+
+  private newStream(conn: Conn, h: FrameHeader): ServeStream {
+    if (h.streamId === 0) throw new WireError('corrupt', `${frameTypeName(h.type)} on stream 0`);
+    if (conn.streams.has(h.streamId)) throw new WireError('corrupt', `stream ${h.streamId} is already in use`);
+    if (conn.streams.size >= MAX_STREAMS_PER_CONNECTION) throw new WireError('corrupt', `more than ${MAX_STREAMS_PER_CONNECTION} streams in flight on one connection`);
+    return { id: h.streamId, conn, cancelled: false, wake: null };
+  }
+
+  private onRelease(conn: Conn, h: FrameHeader, payload: Buffer): void {
+    this.newStream(conn, h); // validates the id; a release is answered at once
+    const o = parseControl(payload, 'RELEASE');
+    const lease = this.authorize(str(o, 'requestId', 'RELEASE'), str(o, 'transferToken', 'RELEASE', 256));
+    if (typeof lease === 'string') return this.sendError(conn, h.streamId, lease, errorText(lease, String(o['requestId'])));
+    this.release(lease, 'not-needed');
+    conn.socket.write(encodeControl(FrameType.END, h.streamId, {}));
+  }
+
+  private onPull(conn: Conn, h: FrameHeader, payload: Buffer): void {
+    const stream = this.newStream(conn, h);
+    const o = parseControl(payload, 'PULL');
+    const requestId = str(o, 'requestId', 'PULL');
+    const token = str(o, 'transferToken', 'PULL', 256);
+    const startToken = int(o, 'startToken', 'PULL');
+    const endToken = int(o, 'endToken', 'PULL');
+    if (!conn.compatible) return this.sendError(conn, h.streamId, 'incompatible', 'PULL on a connection whose HELLO carried no compat', 'compat');
+    const lease = this.authorize(requestId, token);
+    if (typeof lease === 'string') return this.sendError(conn, h.streamId, lease, errorText(lease, requestId));
+    if (startToken > endToken || endToken > lease.numTokens) {
+      return this.sendError(conn, h.streamId, 'unknown-request', `tokens [${startToken}, ${endToken}) are outside request ${requestId}'s ${lease.numTokens} leased tokens`);
+    }
+    conn.streams.set(stream.id, stream);
+    lease.streams.add(stream);
+    this.serve(stream, lease, startToken, endToken).catch((err: Error) => {
+      this.log('warn', `pull of ${requestId} failed: ${err.message}`);
+      this.sendError(conn, stream.id, 'corrupt', `prefill engine failed to read the KV: ${err.message}`);
+    }).finally(() => {
+      conn.streams.delete(stream.id);
+      lease.streams.delete(stream);
+      if (lease.pulled && lease.streams.size === 0) this.release(lease, 'pulled');
+    });
+  }
+
+  /** Stream tokens [start, end) as DATA frames, at most framesInFlight queued in the socket. */
+  private async serve(stream: ServeStream, lease: Lease, start: number, end: number): Promise<void> {
+    const t0 = performance.now();
+    const { socket } = stream.conn;
+    const layout = this.opts.pool().layout;
+    const tokenBytes = tokenMajorBytes(layout, 1, layout.dtype);
+    const room = Math.min(this.frameBytes, stream.conn.maxFrameBytes - DATA_SUBHEADER_BYTES);
+    if (tokenBytes > room) {
+      this.sendError(stream.conn, stream.id, 'incompatible', `one token of KV (${tokenBytes} bytes) exceeds the decode engine's frame limit`, 'maxFrameBytes');
+      return;
+    }
+    const chunkTokens = Math.floor(room / tokenBytes);
+    let inFlight = 0;
+    let bytes = 0;
+    for (let p = start; p < end; ) {
+      while (inFlight >= this.framesInFlight && !stream.cancelled && !lease.released) {
+        await new Promise<void>((resolve) => (stream.wake = resolve));
+        stream.wake = null;
+      }
+      if (stream.cancelled || stream.conn.closed) return;
+      if (lease.released) {
+        this.sendError(stream.conn, stream.id, 'lease-expired', `the lease of request ${lease.requestId} ended during the transfer`);
+        return;
+      }
+      const n = Math.min(chunkTokens, end - p);
+      const pool = this.opts.pool();
+      const kvBytes = tokenMajorBytes(layout, n, layout.dtype);
+      const payloadBytes = DATA_SUBHEADER_BYTES + kvBytes;
+      const buf = this.buffers.acquire(HEADER_BYTES + payloadBytes);
+      const kvAt = HEADER_BYTES + DATA_SUBHEADER_BYTES;
+      gatherTokens(pool, lease.blockIds, p, n, layout.dtype, buf.subarray(kvAt, kvAt + kvBytes));
+      buf.writeUInt32LE(p, HEADER_BYTES);
+      buf.writeUInt32LE(n, HEADER_BYTES + 4);
+      buf.writeUInt32LE(DTYPE_CODE[layout.dtype], HEADER_BYTES + 8);
+      const payload = buf.subarray(HEADER_BYTES, HEADER_BYTES + payloadBytes);
+      writeHeader(buf, FrameType.DATA, stream.id, payloadBytes, crc32(payload));
+      inFlight++;
+      socket.write(buf.subarray(0, HEADER_BYTES + payloadBytes), () => {
+        inFlight--;
+        this.buffers.release(buf);
+        stream.wake?.();
+      });
+      bytes += kvBytes;
+      p += n;
+    }
+    if (stream.cancelled || stream.conn.closed) return;
+    socket.write(encodeControl(FrameType.END, stream.id, { tokens: end - start, bytes }));
+    lease.pulled = true;
+    if (this.metrics) {
+      this.metrics.bytes.inc({ direction: 'send' }, bytes);
+      this.metrics.tokens.inc({ direction: 'send' }, end - start);
+      this.metrics.seconds.observe({ direction: 'send' }, (performance.now() - t0) / 1000);
+    }
+  }
+
+  private log(level: 'info' | 'warn', message: string): void {
+    this.opts.log?.(level, `kv-transfer: ${message}`);
+  }
+}
+
+function errorText(code: KvFailureReason, requestId: string): string {
+  switch (code) {
+    case 'lease-expired':
+      return `the lease of request ${requestId} expired`;
+    case 'bad-token':
+      return `wrong transfer token for request ${requestId}`;
+    default:
+      return `no KV is leased for request ${requestId}`;
+  }
+}
+
+function peer(s: net.Socket): string {
+  return `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}`;
+}

@@ -1,0 +1,290 @@
+// Issue 3's named tests: a real `tandem serve` process with the real engine and stories260K, over
+// real HTTP, driven by the official openai client.
+
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const MODEL = 'stories260K';
+
+interface Serve {
+  url: string;
+  proc: ChildProcess;
+  client: OpenAI;
+  output: () => string;
+  stop(): Promise<number | null>;
+}
+
+/** servers still running; killed if the test process ends first (a failed test must not leak them) */
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const p of live) p.kill('SIGKILL');
+});
+
+/** a test that would otherwise hang on an engine bug fails instead */
+const T = { timeout: 120_000 };
+
+async function serve(...args: string[]): Promise<Serve> {
+  const proc = spawn(process.execPath, ['bin/tandem.js', 'serve', '--model', MODEL, '--port', '0', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(proc);
+  proc.once('exit', () => live.delete(proc));
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no listening line within 60 s:\n${out}`)), 60_000);
+    const check = () => {
+      const m = /tandem serve: (\S+) on (http:\/\/\S+) \(role (\w+), kv port (\S+)\)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        assert.equal(m[1], MODEL);
+        resolve(m[2]!);
+      }
+    };
+    proc.stdout!.on('data', check);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`tandem serve exited with ${code} before listening:\n${out}`));
+    });
+  });
+  const exited = once(proc, 'exit').then(([code]) => code as number | null);
+  let terminated = false;
+  return {
+    url,
+    proc,
+    client: new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0, timeout: 60_000 }),
+    output: () => out,
+    /** SIGTERM once (a second one would skip the drain), resolve with the exit code */
+    async stop() {
+      if (!terminated && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      terminated = true;
+      return exited;
+    },
+  };
+}
+
+async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; json: any }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const text = await res.text();
+  let json: any;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  return { status: res.status, headers: res.headers, json };
+}
+
+/** The value of one sample in Prometheus text format (counters with or without the _total suffix). */
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const base = name.replace(/_total$/, '');
+  for (const line of text.split('\n')) {
+    const m = /^([^{\s]+)(\{[^}]*\})?\s+(\S+)$/.exec(line);
+    if (m && (m[1] === name || m[1] === base)) return Number(m[3]);
+  }
+  throw new Error(`metric ${name} not found`);
+}
+
+async function until(cond: () => Promise<boolean> | boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const PROMPTS = [
+  'Once upon a time',
+  'The little dog',
+  'Lily wanted to',
+  'One day, a boy named Tom',
+  'The sun was',
+  'There was a big tree',
+  'Sara and Ben',
+  'The cat saw a bird',
+  'Mom said',
+  'In the park',
+  'A little girl',
+  'The bear was hungry',
+  'Tim had a red ball',
+  'The fish',
+  'It was a sunny day',
+  'The king',
+];
+
+describe('tandem serve with the real engine', T, () => {
+  let s: Serve;
+  before(async () => {
+    s = await serve('--max-body-bytes', '64KiB');
+  });
+  after(async () => {
+    assert.equal(await s.stop(), 0, s.output());
+  });
+
+  test('openai client: completions and chat, streaming and not, agree', T, async () => {
+    const c = await s.client.completions.create({ model: MODEL, prompt: 'Once upon a time', max_tokens: 24, temperature: 0 });
+    assert.equal(c.object, 'text_completion');
+    assert.equal(c.choices[0]!.finish_reason, 'length');
+    assert.ok(c.choices[0]!.text.length > 0);
+    assert.equal(c.usage!.completion_tokens, 24);
+    const stream = await s.client.completions.create({ model: MODEL, prompt: 'Once upon a time', max_tokens: 24, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    let usage: any;
+    for await (const ch of stream) {
+      for (const x of ch.choices) text += x.text;
+      if (ch.usage) usage = ch.usage;
+    }
+    assert.equal(text, c.choices[0]!.text);
+    assert.equal(usage.completion_tokens, 24);
+
+    const chat = await s.client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Tell me a story.' }], max_tokens: 16, temperature: 0 });
+    assert.equal(chat.object, 'chat.completion');
+    assert.equal(chat.choices[0]!.message.role, 'assistant');
+    const cs = await s.client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Tell me a story.' }], max_tokens: 16, temperature: 0, stream: true });
+    let chatText = '';
+    let first = true;
+    for await (const ch of cs) {
+      if (first) assert.equal(ch.choices[0]!.delta.role, 'assistant');
+      first = false;
+      chatText += ch.choices[0]?.delta.content ?? '';
+    }
+    assert.equal(chatText, chat.choices[0]!.message.content);
+  });
+
+  test('16 concurrent greedy requests equal the same requests one at a time', T, async () => {
+    const one = async (prompt: string) =>
+      (await s.client.completions.create({ model: MODEL, prompt, max_tokens: 32, temperature: 0, ignore_eos: true } as any)).choices[0]!.text;
+    const sequential: string[] = [];
+    for (const p of PROMPTS) sequential.push(await one(p));
+    const concurrent = await Promise.all(PROMPTS.map(one));
+    assert.deepEqual(concurrent, sequential);
+  });
+
+  test('a repeated long prompt hits the prefix cache; cache_salt isolates', T, async () => {
+    const prompt = PROMPTS.join('. ') + '. ' + PROMPTS.join(' and ');
+    const ask = (salt?: string) => post(`${s.url}/v1/completions`, { model: MODEL, prompt, max_tokens: 16, temperature: 0, ...(salt ? { cache_salt: salt } : {}) });
+    const a = await ask('tenant-a');
+    assert.equal(a.status, 200, JSON.stringify(a.json));
+    assert.ok(a.json.usage.prompt_tokens > 64);
+    assert.equal(a.json.usage.prompt_tokens_details.cached_tokens, 0);
+    const b = await ask('tenant-a');
+    assert.ok(b.json.usage.prompt_tokens_details.cached_tokens > 0, 'second identical prompt reuses blocks');
+    assert.equal(b.json.choices[0].text, a.json.choices[0].text);
+    const c = await ask('tenant-b');
+    assert.equal(c.json.usage.prompt_tokens_details.cached_tokens, 0, 'another salt shares nothing');
+    assert.equal(c.json.choices[0].text, a.json.choices[0].text);
+    const d = await ask();
+    assert.equal(d.json.usage.prompt_tokens_details.cached_tokens, 0, 'no salt is its own namespace');
+    assert.ok((await metric(s.url, 'vllm:prefix_cache_hits_total')) > 0);
+  });
+
+  test('bad input: malformed JSON, wrong types, too long, unknown model, oversized body', T, async () => {
+    const u = `${s.url}/v1/completions`;
+    const bad = await post(u, '{"prompt": ');
+    assert.equal(bad.status, 400);
+    assert.match(bad.json.error.message, /malformed JSON/);
+    const t = await post(u, { prompt: 'a', temperature: 'warm' });
+    assert.equal(t.status, 400);
+    assert.equal(t.json.error.param, 'temperature');
+    assert.equal((await post(u, { prompt: 'a', max_tokens: -1 })).status, 400);
+    assert.equal((await post(`${s.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 5 }] })).status, 400);
+    const long = await post(u, { prompt: 'the dog ran and '.repeat(200) });
+    assert.equal(long.status, 400);
+    assert.match(long.json.error.message, /maximum context length is 512 tokens/);
+    const tooMany = await post(u, { prompt: 'hi', max_tokens: 600 });
+    assert.equal(tooMany.status, 400);
+    assert.match(tooMany.json.error.message, /maximum context length is 512 tokens/);
+    await assert.rejects(s.client.completions.create({ model: 'gpt-4', prompt: 'x' }), (e: any) => e.status === 404 && /does not exist/.test(e.message));
+    const big = await post(u, { prompt: 'x'.repeat(100 * 1024) });
+    assert.equal(big.status, 413);
+    assert.equal(typeof big.json.error.message, 'string');
+    const unknown = await fetch(`${s.url}/v1/embeddings`, { method: 'POST', body: '{}' });
+    assert.equal(unknown.status, 404);
+    await unknown.text();
+    const method = await fetch(`${s.url}/v1/chat/completions`);
+    assert.equal(method.status, 405);
+    await method.text();
+    // still healthy after all that
+    assert.equal((await fetch(`${s.url}/health`)).status, 200);
+  });
+
+  test('a client disconnect aborts the request and frees its blocks', T, async () => {
+    const ac = new AbortController();
+    const res = await fetch(`${s.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 480, ignore_eos: true, stream: true }),
+      signal: ac.signal,
+    });
+    const reader = res.body!.getReader();
+    await reader.read();
+    assert.ok((await metric(s.url, 'vllm:kv_cache_usage_perc')) > 0, 'the running request holds blocks');
+    ac.abort();
+    await until(async () => (await metric(s.url, 'vllm:num_requests_running')) === 0, 'the request to end');
+    assert.equal(await metric(s.url, 'vllm:kv_cache_usage_perc'), 0);
+  });
+
+  test('tokenize, detokenize, models, health', T, async () => {
+    const t = await post(`${s.url}/tokenize`, { model: MODEL, prompt: 'Once upon a time' });
+    assert.equal(t.status, 200);
+    assert.equal(t.json.count, t.json.tokens.length);
+    assert.equal(t.json.max_model_len, 512);
+    const d = await post(`${s.url}/detokenize`, { model: MODEL, tokens: t.json.tokens });
+    assert.equal(d.json.prompt.trim(), 'Once upon a time');
+    const models = await s.client.models.list();
+    assert.equal(models.data[0]!.id, MODEL);
+    assert.equal((models.data[0] as any).tandem.block_size, 16);
+  });
+});
+
+test('a tiny KV pool forces preemption and still yields the same texts', T, async () => {
+  const ref = await serve();
+  let refTexts: string[];
+  const ask = (c: OpenAI, p: string) => c.completions.create({ model: MODEL, prompt: p, max_tokens: 96, temperature: 0, ignore_eos: true } as any).then((r) => r.choices[0]!.text);
+  try {
+    refTexts = await Promise.all(PROMPTS.slice(0, 6).map((p) => ask(ref.client, p)));
+  } finally {
+    assert.equal(await ref.stop(), 0);
+  }
+  // 6 requests × ~7 blocks each do not fit in 16 blocks at once.
+  const tiny = await serve('--num-blocks', '16');
+  try {
+    const texts = await Promise.all(PROMPTS.slice(0, 6).map((p) => ask(tiny.client, p)));
+    assert.deepEqual(texts, refTexts);
+    assert.ok((await metric(tiny.url, 'vllm:num_preemptions_total')) > 0, 'preemptions were counted');
+  } finally {
+    assert.equal(await tiny.stop(), 0, tiny.output());
+  }
+});
+
+test('queue full → 429 with Retry-After; SIGTERM drains (503) and exits 0', T, async () => {
+  const s = await serve('--max-num-seqs', '1', '--max-waiting', '1');
+  try {
+    const slow = (prompt: string) => post(`${s.url}/v1/completions`, { prompt, max_tokens: 480, ignore_eos: true });
+    const first = slow('Once upon a time');
+    await until(async () => (await metric(s.url, 'vllm:num_requests_running')) === 1, 'the first request to run');
+    const second = slow('The little dog');
+    await until(async () => (await metric(s.url, 'vllm:num_requests_waiting')) === 1, 'the second request to wait');
+    const third = await post(`${s.url}/v1/completions`, { prompt: 'Mom said', max_tokens: 4 });
+    assert.equal(third.status, 429, JSON.stringify(third.json));
+    assert.match(third.headers.get('retry-after') ?? '', /^\d+$/);
+    assert.equal(typeof third.json.error.message, 'string');
+
+    const exit = s.stop();
+    await until(async () => (await fetch(`${s.url}/health`)).status === 503, 'health to report draining');
+    const refused = await post(`${s.url}/v1/completions`, { prompt: 'late', max_tokens: 4 });
+    assert.equal(refused.status, 503);
+    const [a, b] = await Promise.all([first, second]);
+    assert.equal(a.status, 200);
+    assert.equal(a.json.usage.completion_tokens, 480, 'the running request finished inside the drain bound');
+    assert.equal(b.status, 200);
+    assert.equal(await exit, 0, s.output());
+  } finally {
+    if (s.proc.exitCode === null) s.proc.kill('SIGKILL');
+  }
+});
