@@ -6,7 +6,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseFlags, UsageError } from '../cli/args.ts';
 import { freePort } from '../cli/up.ts';
@@ -168,7 +168,7 @@ async function waitUp(url: string, timeoutMs = 30_000, method = 'GET'): Promise<
 }
 
 const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '–');
-const ms = (n: number) => (Number.isFinite(n) ? `${(n * 1000).toFixed(0)} µs` : '–');
+const us = (msValue: number) => (Number.isFinite(msValue) ? `${(msValue * 1000).toFixed(0)} µs` : "–");
 
 export async function main(argv: string[]): Promise<number> {
   const f = parseFlags(argv, spec);
@@ -265,7 +265,7 @@ http {
       ] as const) {
         const m = await measure(port, conns, body);
         results[name]![label] = m;
-        console.error(`bench gateway: ${name.padEnd(15)} ${label.padEnd(5)} ${fmt(m.rps)} req/s  p50 ${ms(m.p50 / 1000)}  p99 ${ms(m.p99 / 1000)}  errors ${m.errors}`);
+        console.error(`bench gateway: ${name.padEnd(15)} ${label.padEnd(5)} ${fmt(m.rps)} req/s  p50 ${us(m.p50)}  p99 ${us(m.p99)}  errors ${m.errors}`);
       }
     }
 
@@ -274,7 +274,7 @@ http {
     const g = results['tandem gateway']!;
     const n = results['nginx'];
     const row = (name: string, r: Record<string, Measure>) =>
-      `| ${name} | ${ms(r.c1!.p50 / 1000)} | ${ms(r.c1!.p99 / 1000)} | ${fmt(r.c32!.rps)} | ${ms(r.c1s!.p50 / 1000)} | ${ms(r.c1s!.p99 / 1000)} | ${fmt(r.c32s!.rps)} | ${fmt(r.big!.rps)} |`;
+      `| ${name} | ${us(r.c1!.p50)} | ${us(r.c1!.p99)} | ${fmt(r.c32!.rps)} | ${us(r.c1s!.p50)} | ${us(r.c1s!.p99)} | ${fmt(r.c32s!.rps)} | ${fmt(r.big!.rps)} |`;
     const lines = [
       `# Gateway benchmark`,
       '',
@@ -292,10 +292,10 @@ http {
       '',
       '| ratio | non-streaming | streaming | 100 KB prompts |',
       '|---|---|---|---|',
-      `| gateway added p50 at c=1 (gateway − direct) | ${ms((g.c1!.p50 - d.c1!.p50) / 1000)} | ${ms((g.c1s!.p50 - d.c1s!.p50) / 1000)} | – |`,
+      `| gateway added p50 at c=1 (gateway − direct) | ${us(g.c1!.p50 - d.c1!.p50)} | ${us(g.c1s!.p50 - d.c1s!.p50)} | – |`,
       ...(n
         ? [
-            `| nginx added p50 at c=1 (nginx − direct) | ${ms((n.c1!.p50 - d.c1!.p50) / 1000)} | ${ms((n.c1s!.p50 - d.c1s!.p50) / 1000)} | – |`,
+            `| nginx added p50 at c=1 (nginx − direct) | ${us(n.c1!.p50 - d.c1!.p50)} | ${us(n.c1s!.p50 - d.c1s!.p50)} | – |`,
             `| gateway req/s ÷ nginx req/s at c=32 | ${fmt(g.c32!.rps / n.c32!.rps, 2)}× | ${fmt(g.c32s!.rps / n.c32s!.rps, 2)}× | ${fmt(g.big!.rps / n.big!.rps, 2)}× |`,
           ]
         : []),
@@ -308,7 +308,7 @@ http {
     ];
     const report = lines.join('\n');
     console.log(report);
-    const outPath = join(ROOT, f.out ?? 'docs/benchmarks-gateway.md');
+    const outPath = resolve(ROOT, f.out ?? 'docs/benchmarks-gateway.md');
     writeFileSync(outPath, report);
     console.error(`bench gateway: wrote ${outPath}`);
     return 0;

@@ -34,7 +34,13 @@ function makePool(): PoolRef {
 
 async function serveChild(): Promise<void> {
   const pool = makePool();
-  const server = new KvTransferServer({ engineId: 'bench-prefill', compat: COMPAT, pool: () => pool });
+  const server = new KvTransferServer({
+    engineId: 'bench-prefill',
+    compat: COMPAT,
+    pool: () => pool,
+    ...(process.env['XFB'] ? { frameBytes: Number(process.env['XFB']) } : {}),
+    ...(process.env['XFI'] ? { framesInFlight: Number(process.env['XFI']) } : {}),
+  });
   const kvPort = await server.start();
   const blob = Buffer.alloc(MAX_BYTES + 4, 0x5a);
   const raw = net.createServer({ noDelay: true }, (sock) => {
@@ -83,7 +89,12 @@ async function rawFetcher(port: number) {
       callback: (n: number) => {
         filled += n;
         if (want < 0 && filled >= 4) want = dest.readUInt32LE(0) + 4;
-        if (want >= 0 && filled >= want) done?.();
+        if (want >= 0 && filled >= want) {
+          // Reset here: the socket asks for the next read's buffer right after this callback.
+          filled = 0;
+          want = -1;
+          done?.();
+        }
         return true;
       },
     },
@@ -91,8 +102,6 @@ async function rawFetcher(port: number) {
   await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
   return {
     fetch(size: number): Promise<void> {
-      filled = 0;
-      want = -1;
       const req = Buffer.alloc(4);
       req.writeUInt32LE(size);
       return new Promise<void>((resolve) => {

@@ -102,6 +102,8 @@ export interface EngineInfo {
   kvDtype: 'f32' | 'f16';
   engineId: string;
   prefixCaching: boolean;
+  /** port of the KV transfer service (P/D), when running */
+  kvPort?: number;
 }
 
 export interface Engine {

@@ -22,6 +22,7 @@ import { Channel } from './channel.ts';
 import { EngineMetrics } from './metrics.ts';
 import { Scheduler, SeqState, type StepPlan } from './scheduler.ts';
 import type { WireChunk, WorkerReply, WorkerRequest } from './worker-protocol.ts';
+import type { KvConnector } from './pd.ts';
 
 /** A request in flight: its sequence state plus everything the output side needs. */
 export class RequestContext {
@@ -125,8 +126,7 @@ export class TandemEngine implements Engine {
   metrics!: EngineMetrics;
   /** extension points used by the KV connector and KV store */
   readonly blockEvents: BlockEvents = {};
-  /** called for every accepted request before it is queued (P/D, KV store attach here) */
-  onAdmit?: (ctx: RequestContext) => void;
+  private connector?: KvConnector;
 
   private worker = new WorkerClient();
   private scheduler!: Scheduler;
@@ -255,11 +255,17 @@ export class TandemEngine implements Engine {
       if (signal.aborted) queueMicrotask(() => this.abort(ctx));
       else signal.addEventListener('abort', () => this.abort(ctx), { once: true });
     }
-    this.onAdmit?.(ctx);
+    this.connector?.admit(ctx);
     this.scheduler.add(seq);
     this.updateGauges();
     this.kick();
     return ctx.channel;
+  }
+
+  /** P/D: the KV connector takes part in admission (leg 1 leases, leg 2 pulls). */
+  attachConnector(c: KvConnector): void {
+    this.connector = c;
+    this.scheduler.external = c;
   }
 
   /** Abort a request: its blocks are released at once. */
@@ -517,6 +523,7 @@ export class TandemEngine implements Engine {
     for (const ctx of [...this.contexts.values()]) this.finishRequest(ctx, 'abort');
     this.closed = true;
     this.kick();
+    await this.connector?.close();
     await this.worker.terminate();
   }
 }

@@ -64,7 +64,7 @@ export async function generate(model: LoadedModel, promptIds: readonly number[],
 
   // Prefill in chunks; logits only for the last prompt token.
   const chunk = opts.chunkTokens ?? 512;
-  let logits = new Float32Array(0);
+  let logits: Float32Array = new Float32Array(0);
   for (let s = 0; s < promptIds.length; s += chunk) {
     const tokens = promptIds.slice(s, Math.min(promptIds.length, s + chunk));
     const last = s + tokens.length === promptIds.length;

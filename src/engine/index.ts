@@ -5,6 +5,7 @@ export { EngineMetrics } from './metrics.ts';
 import type { Registry } from 'prom-client';
 import type { Engine, EngineOptions } from './api.ts';
 import { TandemEngine } from './engine.ts';
+import { KvConnector } from './pd.ts';
 
 export const DEFAULT_ENGINE_OPTIONS: Omit<EngineOptions, 'model'> = {
   role: 'both',
@@ -22,6 +23,29 @@ export const DEFAULT_ENGINE_OPTIONS: Omit<EngineOptions, 'model'> = {
 
 /** Start an engine (model worker, scheduler, and the P/D and KV-store attachments its options ask for). */
 export async function createEngine(opts: EngineOptions): Promise<{ engine: Engine & TandemEngine; registry: Registry }> {
-  const engine = await TandemEngine.create({ ...DEFAULT_ENGINE_OPTIONS, ...opts });
+  const o: EngineOptions = { ...DEFAULT_ENGINE_OPTIONS, ...opts };
+  const engine = await TandemEngine.create(o);
+  try {
+    const log = (m: string) => console.error(`tandem serve: ${m}`);
+    // Every role can serve every leg, so every engine runs the KV transfer service.
+    const connector = await KvConnector.attach(engine, {
+      host: o.kvHost ?? '127.0.0.1',
+      port: o.kvPort ?? 0,
+      advertiseHost: o.kvAdvertiseHost ?? (o.kvHost && o.kvHost !== '0.0.0.0' ? o.kvHost : '127.0.0.1'),
+      leaseSeconds: o.kvLeaseSeconds,
+      failurePolicy: o.kvLoadFailurePolicy,
+      secret: o.kvSecret,
+      log,
+    });
+    engine.attachConnector(connector);
+    engine.info.kvPort = connector.port;
+    engine.metrics.engineInfo.set(
+      { model_name: engine.info.modelName, role: o.role, engine_id: engine.info.engineId, kv_port: String(connector.port) },
+      1,
+    );
+  } catch (err) {
+    await engine.close();
+    throw err;
+  }
   return { engine, registry: engine.metrics.registry };
 }

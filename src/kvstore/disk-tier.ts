@@ -193,7 +193,12 @@ export class DiskTier {
       if (this.usedBytes + incoming <= this.capacityBytes) break;
       if (key === keep) continue;
       this.forget(key);
-      unlink(this.path(key)).catch(() => {});
+      // Sync so the space is free before the write that needed it; an unlink is microseconds.
+      try {
+        unlinkSync(this.path(key));
+      } catch {
+        // Already gone (another engine evicted it).
+      }
       evicted.push(key);
     }
     if (evicted.length) this.hooks.removed(evicted);

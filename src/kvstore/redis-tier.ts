@@ -92,10 +92,10 @@ export class RedisTier {
 
   /** Connect both connections; if Redis does not answer within `waitMs`, start as down (and keep probing). */
   async start(waitMs = 1000): Promise<void> {
-    this.reader.connect().catch(() => {});
-    this.writer.connect().catch(() => {});
     try {
-      await withDeadline(this.reader.ping(), waitMs);
+      // Commands fail fast while disconnected (no offline queue), so wait for both connections first.
+      await withDeadline(Promise.all([this.reader.connect(), this.writer.connect()]), waitMs);
+      await withDeadline(Promise.all([this.reader.ping(), this.writer.ping()]), waitMs);
       this.markUp();
     } catch (e) {
       this.markDown(e as Error, true);

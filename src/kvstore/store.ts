@@ -249,7 +249,7 @@ export class KvStore {
         disk: { chunks: this.disk.size, bytes: this.disk.usedBytes, capacityBytes: this.disk.capacityBytes, writable: this.disk.writable },
       }),
       ...(this.redis && { redis: { available: this.redis.available } }),
-      queued: { disk: this.diskQueue?.length ?? 0, redis: this.redisQueue?.length ?? 0 },
+      queued: { disk: this.diskQueue?.pending ?? 0, redis: this.redisQueue?.pending ?? 0 },
     };
   }
 
@@ -266,7 +266,7 @@ export class KvStore {
 
   /** Whether a background tier takes one more write; counts a drop if not. */
   private admit(queue: WriteQueue<WriteJob>, tier: 'disk' | 'redis', writable: boolean): boolean {
-    if (writable && queue.length < queue.limit) return true;
+    if (writable && !queue.full) return true;
     this.metrics.writeDrops.inc({ tier });
     return false;
   }

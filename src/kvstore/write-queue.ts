@@ -11,8 +11,13 @@ export class WriteQueue<T> {
     private readonly work: (item: T) => Promise<void>,
   ) {}
 
-  get length(): number {
-    return this.items.length + (this.running ? 1 : 0);
+  /** Items waiting (not counting the one being written). */
+  get pending(): number {
+    return this.items.length;
+  }
+
+  get full(): boolean {
+    return this.items.length >= this.limit;
   }
 
   offer(item: T): boolean {

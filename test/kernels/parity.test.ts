@@ -191,6 +191,26 @@ test('swiglu: within 1e-5, and silu(x)·up', () => {
   }
 });
 
+test('swiglu: exp accurate over the whole f32 range (dense sweep, inf, nan)', () => {
+  const g: number[] = [];
+  for (let x = -120; x <= 120; x += 0.01) g.push(x);
+  g.push(-Infinity, Infinity, NaN, 88.5, 88.72, 88.73, -87.3, -87.4, 1e-30, -1e-30);
+  const n = g.length;
+  const [a, b] = run((k) => {
+    const gp = putF32(k, g);
+    k.swiglu(gp, putF32(k, new Float32Array(n).fill(1)), n);
+    return k.f32(gp, n).slice();
+  });
+  for (let i = 0; i < n; i++) {
+    const x = Math.fround(g[i]!);
+    const want = x === -Infinity ? NaN : x === Infinity ? Infinity : x / (1 + Math.exp(-x)); // -inf·0 is NaN, as in f32
+    for (const [name, got] of [['reference', a[i]!], ['wasm', b[i]!]] as const) {
+      if (Number.isNaN(want)) assert.ok(Number.isNaN(got), `${name} silu(${x}) = ${got}, want NaN`);
+      else assert.ok(got === want || Math.abs(got - want) <= 1e-6 * Math.max(1, Math.abs(want)), `${name} silu(${x}) = ${got}, want ${want}`);
+    }
+  }
+});
+
 test('addInPlace: bit-identical, odd length', () => {
   const n = 37;
   const x = randomF32(n, rng(5)), y = randomF32(n, rng(6));
@@ -261,6 +281,20 @@ for (const dtype of ['f32', 'f16'] as KvDtype[]) {
     });
   }
 }
+
+test('attention with a wide score range (most weights underflow): wasm vs reference', () => {
+  for (const dtype of ['f32', 'f16'] as KvDtype[]) {
+    const shape = { nLayers: 1, nKvHeads: 2, headDim: 32, blockSize: 8, dtype };
+    const marks = both.map((k) => k.mark());
+    const scen = both.map((k) => new KvScenario(k, shape, [70], 0, 5));
+    const rows = [{ seq: 0, pos: 69 }, { seq: 0, pos: 3 }];
+    const q = randomF32(rows.length * 4 * 32, rng(6), 60);
+    const a = scen[0]!.attend(rows, q, 4);
+    const b = scen[1]!.attend(rows, q, 4);
+    assert.ok(maxRelErr(b, a) <= 1e-5, `${dtype}: rel err ${maxRelErr(b, a)}`);
+    both.forEach((k, i) => k.release(marks[i]!));
+  }
+});
 
 test('argument checks: precise errors, no wasm traps', () => {
   for (const k of both) {

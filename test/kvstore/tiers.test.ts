@@ -2,7 +2,7 @@
 // corrupt and truncated chunks, and the bounded write queue. Real files, real Redis.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, truncateSync, writeFileSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, truncateSync, utimesSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { CHUNK, CHUNK_BYTES, metric, openStore, payloadFor, prompt, startRedis, storeAll, tmpDir, type TestRedis } from './helpers.ts';
@@ -87,6 +87,8 @@ test('disk tier: round trip, one file per chunk, index rebuilt at start, cap evi
   assert.equal(readFileSync(join(d, `${keys[0]}.kv`)).byteLength, 64 + CHUNK_BYTES);
   assert.deepEqual(rec.stored.map((s) => s.tier), ['disk', 'disk', 'disk']);
   await store.close();
+  // Make the age order explicit: chunk 0 oldest.
+  keys.forEach((k, i) => utimesSync(join(d, `${k}.kv`), 1000 + i, 1000 + i));
 
   // A new process-lifetime (new store) finds the files without any write.
   const reopened = await openStore(`disk:${d}:${2 * (CHUNK_BYTES + 64)}`);
@@ -187,8 +189,8 @@ test('longest prefix across tiers, fastest first, with promotion into memory', a
   );
   // A prefix hole stops the match even if later chunks exist.
   await b.store.close();
-  const c = await openStore(`disk:${d}:1MiB`);
   rmSync(join(d, `${keys[0]}.kv`));
+  const c = await openStore(`disk:${d}:1MiB`);
   assert.equal((await c.store.lookup(t)).tokens, 0);
   await c.store.close();
   await client.flushdb();

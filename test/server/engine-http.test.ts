@@ -79,13 +79,12 @@ async function post(url: string, body: unknown, headers: Record<string, string> 
   return { status: res.status, headers: res.headers, json };
 }
 
-/** The value of one sample in Prometheus text format (counters with or without the _total suffix). */
+/** The value of one sample in Prometheus text format (the first series of that name). */
 async function metric(url: string, name: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const base = name.replace(/_total$/, '');
   for (const line of text.split('\n')) {
     const m = /^([^{\s]+)(\{[^}]*\})?\s+(\S+)$/.exec(line);
-    if (m && (m[1] === name || m[1] === base)) return Number(m[3]);
+    if (m && m[1] === name) return Number(m[3]);
   }
   throw new Error(`metric ${name} not found`);
 }

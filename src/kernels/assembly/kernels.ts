@@ -34,8 +34,11 @@ function store8(p: usize, a: v128, b: v128, count: i32): void {
 }
 
 // 4 rows × 8 columns: 8 accumulators, one broadcast of x per row and k.
-function f32Tile4x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32): void {
+function f32Tile4x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32, rows: i32): void {
+  // rows < 4: the missing rows repeat the last one (same inputs, same bits, stored to the same place),
+  // so 2 or 3 leftover rows still stream the weights once
   const rs = <usize>K << 2;
+  const r1 = <usize>min(1, rows - 1) * rs, r2 = <usize>min(2, rows - 1) * rs, r3 = <usize>min(3, rows - 1) * rs;
   let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
   let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
   let xp = x;
@@ -44,9 +47,9 @@ function f32Tile4x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32)
     const w0 = v128.load(wp);
     const w1 = v128.load(wp, 16);
     const x0 = v128.load32_splat(xp);
-    const x1 = v128.load32_splat(xp + rs);
-    const x2 = v128.load32_splat(xp + 2 * rs);
-    const x3 = v128.load32_splat(xp + 3 * rs);
+    const x1 = v128.load32_splat(xp + r1);
+    const x2 = v128.load32_splat(xp + r2);
+    const x3 = v128.load32_splat(xp + r3);
     a00 = f32x4.add(a00, f32x4.mul(x0, w0));
     a01 = f32x4.add(a01, f32x4.mul(x0, w1));
     a10 = f32x4.add(a10, f32x4.mul(x1, w0));
@@ -62,9 +65,9 @@ function f32Tile4x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32)
   const os = <usize>N << 2;
   const op = out + (<usize>n0 << 2);
   store8(op, a00, a01, count);
-  store8(op + os, a10, a11, count);
-  store8(op + 2 * os, a20, a21, count);
-  store8(op + 3 * os, a30, a31, count);
+  store8(op + <usize>min(1, rows - 1) * os, a10, a11, count);
+  store8(op + <usize>min(2, rows - 1) * os, a20, a21, count);
+  store8(op + <usize>min(3, rows - 1) * os, a30, a31, count);
 }
 
 // 1 row × 8 columns, for the rows left over after the 4-row tiles (all of decode). Two accumulator
@@ -104,10 +107,12 @@ export function matmul_f32(out: usize, x: usize, w: usize, M: i32, N: i32, K: i3
   for (let p0 = 0; p0 < P; p0 += group) {
     const p1 = min(P, p0 + group);
     let r = 0;
-    for (; r + 4 <= M; r += 4) {
+    // 4-row tiles; 2 or 3 leftover rows also take the 4-row tile (with repeated rows)
+    for (; r + 1 < M; r += 4) {
       const xr = x + <usize>r * xs;
       const or = out + <usize>r * os;
-      for (let p = p0; p < p1; p++) f32Tile4x8(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
+      const rows = min(4, M - r);
+      for (let p = p0; p < p1; p++) f32Tile4x8(or, xr, w + <usize>p * panelBytes, N, K, p << 3, rows);
     }
     for (; r < M; r++) {
       const xr = x + <usize>r * xs;
@@ -135,8 +140,11 @@ function q8Hi(p: usize): v128 {
   return f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(v128.load8x8_s(p)));
 }
 
-function q8Tile4x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32): void {
+function q8Tile4x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32, rows: i32): void {
+  // rows < 4: the missing rows repeat the last one (same inputs, same bits, stored to the same place),
+  // so 2 or 3 leftover rows still stream the weights once
   const rs = <usize>K << 2;
+  const r1 = <usize>min(1, rows - 1) * rs, r2 = <usize>min(2, rows - 1) * rs, r3 = <usize>min(3, rows - 1) * rs;
   let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
   let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
   const nb = K >> 5;
@@ -150,9 +158,9 @@ function q8Tile4x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32):
       const w0 = q8Lo(qp);
       const w1 = q8Hi(qp);
       const x0 = v128.load32_splat(xp);
-      const x1 = v128.load32_splat(xp + rs);
-      const x2 = v128.load32_splat(xp + 2 * rs);
-      const x3 = v128.load32_splat(xp + 3 * rs);
+      const x1 = v128.load32_splat(xp + r1);
+      const x2 = v128.load32_splat(xp + r2);
+      const x3 = v128.load32_splat(xp + r3);
       s00 = f32x4.add(s00, f32x4.mul(x0, w0));
       s01 = f32x4.add(s01, f32x4.mul(x0, w1));
       s10 = f32x4.add(s10, f32x4.mul(x1, w0));
@@ -180,9 +188,9 @@ function q8Tile4x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32):
   const os = <usize>N << 2;
   const op = out + (<usize>n0 << 2);
   store8(op, a00, a01, count);
-  store8(op + os, a10, a11, count);
-  store8(op + 2 * os, a20, a21, count);
-  store8(op + 3 * os, a30, a31, count);
+  store8(op + <usize>min(1, rows - 1) * os, a10, a11, count);
+  store8(op + <usize>min(2, rows - 1) * os, a20, a21, count);
+  store8(op + <usize>min(3, rows - 1) * os, a30, a31, count);
 }
 
 // 1 row × 16 columns (2 panels): 4 block-sum chains + 4 totals; the int8 widening dominates here.
@@ -246,10 +254,12 @@ export function matmul_q8(out: usize, x: usize, w: usize, M: i32, N: i32, K: i32
   for (let p0 = 0; p0 < P; p0 += group) {
     const p1 = min(P, p0 + group);
     let r = 0;
-    for (; r + 4 <= M; r += 4) {
+    // 4-row tiles; 2 or 3 leftover rows also take the 4-row tile (with repeated rows)
+    for (; r + 1 < M; r += 4) {
       const xr = x + <usize>r * xs;
       const or = out + <usize>r * os;
-      for (let p = p0; p < p1; p++) q8Tile4x8(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
+      const rows = min(4, M - r);
+      for (let p = p0; p < p1; p++) q8Tile4x8(or, xr, w + <usize>p * panelBytes, N, K, p << 3, rows);
     }
     for (; r < M; r++) {
       const xr = x + <usize>r * xs;
@@ -352,11 +362,49 @@ export function rope(x: usize, cs: usize, M: i32, nHeads: i32, headDim: i32, neo
   }
 }
 
+// e^x for four lanes (Cephes expf: x = n·ln2 + r, degree-6 polynomial in r, scale by 2^n), within
+// ~2 ulp of the correctly rounded value on [-87.3, 88]. Below that it returns 0 (the true value is
+// subnormal or 0), above 88.72 +inf, and NaN stays NaN. Every element of every kernel goes through
+// this same lane-wise function (tails included, via a splat), so results never depend on lane position.
+@inline
+function exp4(x: v128): v128 {
+  const xc = f32x4.min(f32x4.max(x, f32x4.splat(-87.33654)), f32x4.splat(88.0));
+  const fx = f32x4.nearest(f32x4.mul(xc, f32x4.splat(1.44269504088896341)));
+  let r = f32x4.sub(xc, f32x4.mul(fx, f32x4.splat(0.693359375)));
+  r = f32x4.sub(r, f32x4.mul(fx, f32x4.splat(-2.12194440e-4)));
+  let y = f32x4.splat(1.9875691500e-4);
+  y = f32x4.add(f32x4.mul(y, r), f32x4.splat(1.3981999507e-3));
+  y = f32x4.add(f32x4.mul(y, r), f32x4.splat(8.3334519073e-3));
+  y = f32x4.add(f32x4.mul(y, r), f32x4.splat(4.1665795894e-2));
+  y = f32x4.add(f32x4.mul(y, r), f32x4.splat(1.6666665459e-1));
+  y = f32x4.add(f32x4.mul(y, r), f32x4.splat(5.0000001201e-1));
+  y = f32x4.add(f32x4.add(f32x4.mul(y, f32x4.mul(r, r)), r), f32x4.splat(1));
+  const pow2n = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(fx), i32x4.splat(127)), 23);
+  let e = f32x4.mul(y, pow2n);
+  e = v128.andnot(e, f32x4.lt(x, f32x4.splat(-87.33654)));
+  return v128.bitselect(f32x4.splat(Infinity), e, f32x4.gt(x, f32x4.splat(88.72283)));
+}
+
+@inline
+function exp1(x: f32): f32 {
+  return f32x4.extract_lane(exp4(f32x4.splat(x)), 0);
+}
+
+@inline
+function silu4(g: v128): v128 {
+  const one = f32x4.splat(1);
+  return f32x4.mul(g, f32x4.div(one, f32x4.add(one, exp4(f32x4.neg(g)))));
+}
+
 export function swiglu(gate: usize, up: usize, n: i32): void {
-  for (let i = 0; i < n; i++) {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
     const o = <usize>i << 2;
-    const g = load<f32>(gate + o);
-    store<f32>(gate + o, g * (<f32>1 / (<f32>1 + Mathf.exp(-g))) * load<f32>(up + o));
+    v128.store(gate + o, f32x4.mul(silu4(v128.load(gate + o)), v128.load(up + o)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i << 2;
+    store<f32>(gate + o, f32x4.extract_lane(silu4(f32x4.splat(load<f32>(gate + o))), 0) * load<f32>(up + o));
   }
 }
 
@@ -579,9 +627,21 @@ function attentionT<T>(
       let maxScore: f32 = -Infinity;
       for (let t = 0; t < n; t++) maxScore = max(maxScore, load<f32>(scratch + (<usize>t << 2)));
       let sum: f32 = 0;
-      for (let t = 0; t < n; t++) {
+      const mx = f32x4.splat(maxScore);
+      let t = 0;
+      for (; t + 4 <= n; t += 4) {
         const p = scratch + (<usize>t << 2);
-        const e = Mathf.exp(load<f32>(p) - maxScore);
+        const e = exp4(f32x4.sub(v128.load(p), mx));
+        v128.store(p, e);
+        // the sum stays sequential in token order
+        sum += f32x4.extract_lane(e, 0);
+        sum += f32x4.extract_lane(e, 1);
+        sum += f32x4.extract_lane(e, 2);
+        sum += f32x4.extract_lane(e, 3);
+      }
+      for (; t < n; t++) {
+        const p = scratch + (<usize>t << 2);
+        const e = exp1(load<f32>(p) - maxScore);
         store<f32>(p, e);
         sum += e;
       }
