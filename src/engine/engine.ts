@@ -17,12 +17,13 @@ import {
   type GenerateRequest,
   type TokenLogprob,
 } from './api.ts';
-import { BlockPool, type BlockEvents } from './block-pool.ts';
+import { BlockPool, blockHashes, type BlockEvents } from './block-pool.ts';
 import { Channel } from './channel.ts';
 import { EngineMetrics } from './metrics.ts';
-import { Scheduler, SeqState, type StepPlan } from './scheduler.ts';
+import { Scheduler, SeqState, type ExternalKvSource, type StepPlan } from './scheduler.ts';
 import type { WireChunk, WorkerReply, WorkerRequest } from './worker-protocol.ts';
 import type { KvConnector } from './pd.ts';
+import type { KvStoreLink } from './kv-store-link.ts';
 
 /** A request in flight: its sequence state plus everything the output side needs. */
 export class RequestContext {
@@ -127,6 +128,7 @@ export class TandemEngine implements Engine {
   /** extension points used by the KV connector and KV store */
   readonly blockEvents: BlockEvents = {};
   private connector?: KvConnector;
+  private storeLink?: KvStoreLink;
 
   private worker = new WorkerClient();
   private scheduler!: Scheduler;
@@ -256,6 +258,7 @@ export class TandemEngine implements Engine {
       else signal.addEventListener('abort', () => this.abort(ctx), { once: true });
     }
     this.connector?.admit(ctx);
+    this.storeLink?.admit(ctx);
     this.scheduler.add(seq);
     this.updateGauges();
     this.kick();
@@ -265,7 +268,57 @@ export class TandemEngine implements Engine {
   /** P/D: the KV connector takes part in admission (leg 1 leases, leg 2 pulls). */
   attachConnector(c: KvConnector): void {
     this.connector = c;
-    this.scheduler.external = c;
+    this.wireExternalSources();
+  }
+
+  /** KV store: loads on prefix misses, saves finished prefills. */
+  attachKvStore(link: KvStoreLink): void {
+    this.storeLink = link;
+    this.wireExternalSources();
+  }
+
+  /** Sources of KV from outside the block pool, asked in order (as vLLM's MultiConnector): the first that can
+   * supply tokens loads them. A remote prefill (P/D) comes first; the KV store second. */
+  private wireExternalSources(): void {
+    const sources = [this.connector, this.storeLink].filter((x): x is KvConnector | KvStoreLink => x !== undefined);
+    const chosen = new WeakMap<SeqState, ExternalKvSource>();
+    this.scheduler.external = {
+      match: (seq, numComputed) => {
+        for (const src of sources) {
+          const n = src.match(seq, numComputed);
+          if (n === null) return null;
+          if (n > 0) {
+            chosen.set(seq, src);
+            return n;
+          }
+        }
+        return 0;
+      },
+      load: (seq, start, count, done) => chosen.get(seq)!.load(seq, start, count, done),
+    };
+  }
+
+  /** Resolves when every KV store write queued so far has reached its tier. */
+  async flushKvStore(): Promise<void> {
+    await this.storeLink?.store.flush();
+  }
+
+  /** Tokens of this prompt's prefix held in the block pool (GPU) and in each KV store tier. */
+  async kvLookup(promptIds: number[], cacheSalt?: string): Promise<{ tokens: number; perTier: Record<string, number> }> {
+    const bs = this.info.blockSize;
+    let gpu = 0;
+    for (const h of blockHashes(promptIds, bs, cacheSalt)) {
+      if (!this.internals.blockPool.lookup(h)) break;
+      gpu += bs;
+    }
+    const perTier: Record<string, number> = { GPU: gpu };
+    let best = gpu;
+    if (this.storeLink) {
+      const s = await this.storeLink.lookup(promptIds, cacheSalt);
+      for (const [k, v] of Object.entries(s.perTier)) if (k !== 'GPU') perTier[k] = v;
+      best = Math.max(best, s.tokens);
+    }
+    return { tokens: best, perTier };
   }
 
   /** Abort a request: its blocks are released at once. */
@@ -362,6 +415,7 @@ export class TandemEngine implements Engine {
     }
     this.scheduler.commit(plan, sampled);
     this.syncPrefixMetrics();
+    this.storeLink?.afterStep(plan.chunks.map((c) => c.seq));
     for (const [seq, id] of sampled) {
       const ctx = this.bySeq.get(seq);
       if (ctx && !ctx.finished) this.onToken(ctx, id, lps.get(seq));
@@ -524,6 +578,7 @@ export class TandemEngine implements Engine {
     this.closed = true;
     this.kick();
     await this.connector?.close();
+    await this.storeLink?.store.close();
     await this.worker.terminate();
   }
 }

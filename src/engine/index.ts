@@ -6,6 +6,8 @@ import type { Registry } from 'prom-client';
 import type { Engine, EngineOptions } from './api.ts';
 import { TandemEngine } from './engine.ts';
 import { KvConnector } from './pd.ts';
+import { KvStoreLink } from './kv-store-link.ts';
+import { KvStore } from '../kvstore/index.ts';
 
 export const DEFAULT_ENGINE_OPTIONS: Omit<EngineOptions, 'model'> = {
   role: 'both',
@@ -38,6 +40,18 @@ export async function createEngine(opts: EngineOptions): Promise<{ engine: Engin
       log,
     });
     engine.attachConnector(connector);
+    if (o.kvStore) {
+      const i = engine.internals;
+      const store = await KvStore.fromSpec(o.kvStore, {
+        modelFingerprint: i.fingerprint,
+        kvDtype: o.kvCacheDtype,
+        chunkTokens: o.kvChunkTokens,
+        layout: { nLayers: i.config.nLayers, nKvHeads: i.config.nKvHeads, headDim: i.config.headDim },
+        registry: engine.metrics.registry,
+        log,
+      });
+      engine.attachKvStore(new KvStoreLink(engine, store));
+    }
     engine.info.kvPort = connector.port;
     engine.metrics.engineInfo.set(
       { model_name: engine.info.modelName, role: o.role, engine_id: engine.info.engineId, kv_port: String(connector.port) },

@@ -167,3 +167,22 @@ export function scatterTokens(
     }
   }
 }
+
+/** Copy tokens [from, from+count) out of a token-major buffer that holds `total` tokens (planes are per layer and K/V). */
+export function sliceTokenMajor(
+  l: Pick<KvPoolLayout, 'nLayers' | 'nKvHeads' | 'headDim'>,
+  src: Uint8Array,
+  total: number,
+  from: number,
+  count: number,
+  dtype: KvDtype,
+): Uint8Array {
+  if (from === 0 && count === total) return src;
+  const row = kvDimOf(l) * eltBytes(dtype);
+  const out = new Uint8Array(tokenMajorBytes(l, count, dtype));
+  for (let plane = 0; plane < l.nLayers * 2; plane++) {
+    const s = plane * total * row + from * row;
+    out.set(src.subarray(s, s + count * row), plane * count * row);
+  }
+  return out;
+}

@@ -68,8 +68,9 @@ export interface SchedulerConfig {
 /** Hook for externally supplied KV (P/D pull, KV store). Asked once per admission; may claim that
  * tokens beyond the local prefix-cache hit can be loaded. The load runs between steps (status 'loading'). */
 export interface ExternalKvSource {
-  /** how many tokens starting at `numComputed` can be loaded for this sequence (0 = none) */
-  match(seq: SeqState, numComputed: number): number;
+  /** how many tokens starting at `numComputed` can be loaded for this sequence (0 = none;
+   * null = not known yet, ask again on a later step — as vLLM's get_num_new_matched_tokens) */
+  match(seq: SeqState, numComputed: number): number | null;
   /** start loading into the sequence's blocks; call done(ok) when finished */
   load(seq: SeqState, start: number, count: number, done: (loadedTokens: number) => void): void;
 }
@@ -131,6 +132,10 @@ export class Scheduler {
       // External KV (P/D pull or KV store) for tokens past the local hit.
       if (this.external && seq.numExternalTokens === 0 && seq.numPreemptions === 0) {
         const n = this.external.match(seq, seq.numComputed);
+        if (n === null) {
+          this.unmatch(seq);
+          break;
+        }
         if (n > 0) {
           if (!this.grow(seq, seq.numComputed + n)) {
             this.unmatch(seq);

@@ -35,9 +35,12 @@ function quantize(data: Float32Array, rows: number, cols: number): Uint8Array {
 }
 
 /** Seconds of CPU time per call (process.cpuUsage, so other load on this shared machine distorts it
- * less than wall time): repeat until `budget` wall seconds have passed, after one warm-up call. */
+ * less than wall time): repeat until `budget` wall seconds have passed, after a warm-up. */
 function time(fn: () => void, budget = minSeconds): number {
-  fn();
+  // warm-up: let the JIT settle (the reference backend's loops tier up over several calls)
+  const w0 = performance.now();
+  do fn();
+  while (performance.now() - w0 < budget * 200);
   let n = 0;
   const t0 = performance.now();
   const c0 = process.cpuUsage();

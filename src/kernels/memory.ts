@@ -4,7 +4,7 @@
 
 const PAGE = 65536;
 const ALIGN = 64;
-/** Bytes below this are left to the wasm module (its only static data is a small exp table at 1 KiB). */
+/** Bytes below this are left to the wasm module's static data (none today; asc places data from 1 KiB). */
 export const RESERVED_BYTES = 65536;
 const MAX_PAGES = 65536; // 4 GiB: wasm32 addresses
 

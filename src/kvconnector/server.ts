@@ -10,7 +10,8 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { crc32 } from 'node:zlib';
 import type { Registry } from 'prom-client';
-import { gatherTokens, tokenMajorBytes, type PoolRef } from '../engine/kv-layout.ts';
+import type { KvDtype } from '../kernels/types.ts';
+import { eltBytes, gatherTokens, kvDimOf, poolRowOffset, tokenMajorBytes, type PoolRef } from '../engine/kv-layout.ts';
 import { FrameBufferPool } from './buffers.ts';
 import type { KvFailureReason } from './errors.ts';
 import { createKvMetrics, type KvMetrics } from './metrics.ts';
@@ -82,6 +83,10 @@ interface Lease {
   streams: Set<ServeStream>;
   pulled: boolean;
   released: boolean;
+  /** frames that point into this lease's blocks and are not yet in the kernel (zero-copy sends) */
+  framesQueued: number;
+  /** set when released while frames were queued: the engine hears of it once they drain */
+  pendingRelease: LeaseReleaseReason | null;
 }
 
 interface ServeStream {
@@ -89,6 +94,8 @@ interface ServeStream {
   conn: Conn;
   cancelled: boolean;
   wake: (() => void) | null;
+  /** settle functions of this stream's frames still queued in the socket */
+  queued: Set<() => void>;
 }
 
 interface Conn {
@@ -104,6 +111,10 @@ interface Conn {
 }
 
 const MAX_STREAMS_PER_CONNECTION = 64;
+/** Smallest DATA frame worth cutting a transfer into. */
+const MIN_FRAME_BYTES = 256 * 1024;
+/** Below this many contiguous bytes per (block, layer, K|V) run, gather instead of writev. */
+const MIN_ZERO_COPY_RUN = 4096;
 /** Remember this many expired request ids, to answer 'lease-expired' rather than 'unknown-request'. */
 const EXPIRED_MEMORY = 4096;
 
@@ -188,6 +199,8 @@ export class KvTransferServer {
       streams: new Set(),
       pulled: false,
       released: false,
+      framesQueued: 0,
+      pendingRelease: null,
     };
     lease.timer.unref();
     this.leases.set(o.requestId, lease);
@@ -215,9 +228,15 @@ export class KvTransferServer {
     lease.released = true;
     clearTimeout(lease.timer);
     this.leases.delete(lease.requestId);
-    this.metrics?.leasedBlocks.dec(lease.blockIds.length);
-    // Pulls still running stop before their next gather (see serve()).
+    // Pulls still running stop before their next frame (see serve()).
     for (const s of lease.streams) s.wake?.();
+    // Frames sent zero-copy still point into the blocks until the kernel has them.
+    if (lease.framesQueued > 0) lease.pendingRelease = reason;
+    else this.notifyRelease(lease, reason);
+  }
+
+  private notifyRelease(lease: Lease, reason: LeaseReleaseReason): void {
+    this.metrics?.leasedBlocks.dec(lease.blockIds.length);
     try {
       this.opts.onRelease?.(lease.requestId, reason);
     } catch (err) {
@@ -269,6 +288,8 @@ export class KvTransferServer {
     if (conn.handshakeTimer) clearTimeout(conn.handshakeTimer);
     for (const s of conn.streams.values()) {
       s.cancelled = true;
+      // The socket is gone: libuv no longer reads the queued frames' memory.
+      for (const settle of [...s.queued]) settle();
       s.wake?.();
     }
     conn.streams.clear();
@@ -351,7 +372,7 @@ export class KvTransferServer {
     if (h.streamId === 0) throw new WireError('corrupt', `${frameTypeName(h.type)} on stream 0`);
     if (conn.streams.has(h.streamId)) throw new WireError('corrupt', `stream ${h.streamId} is already in use`);
     if (conn.streams.size >= MAX_STREAMS_PER_CONNECTION) throw new WireError('corrupt', `more than ${MAX_STREAMS_PER_CONNECTION} streams in flight on one connection`);
-    return { id: h.streamId, conn, cancelled: false, wake: null };
+    return { id: h.streamId, conn, cancelled: false, wake: null, queued: new Set() };
   }
 
   private onRelease(conn: Conn, h: FrameHeader, payload: Buffer): void {
@@ -399,11 +420,16 @@ export class KvTransferServer {
       this.sendError(stream.conn, stream.id, 'incompatible', `one token of KV (${tokenBytes} bytes) exceeds the decode engine's frame limit`, 'maxFrameBytes');
       return;
     }
-    const chunkTokens = Math.floor(room / tokenBytes);
-    let inFlight = 0;
+    // Large transfers go in frameBytes frames; a transfer of a few frames is cut finer so that
+    // sender and receiver work on different frames at the same time.
+    const target = Math.min(room, Math.max(MIN_FRAME_BYTES, Math.ceil(((end - start) * tokenBytes) / 4)));
+    const chunkTokens = Math.max(1, Math.floor(target / tokenBytes));
+    // Send straight from the pool (writev of block rows) when rows come in runs long enough that
+    // the kernel's copy beats gathering into a buffer first.
+    const zeroCopy = layout.blockSize * kvDimOf(layout) * eltBytes(layout.dtype) >= MIN_ZERO_COPY_RUN;
     let bytes = 0;
     for (let p = start; p < end; ) {
-      while (inFlight >= this.framesInFlight && !stream.cancelled && !lease.released) {
+      while (stream.queued.size >= this.framesInFlight && !stream.cancelled && !lease.released) {
         await new Promise<void>((resolve) => (stream.wake = resolve));
         stream.wake = null;
       }
@@ -413,23 +439,27 @@ export class KvTransferServer {
         return;
       }
       const n = Math.min(chunkTokens, end - p);
-      const pool = this.opts.pool();
       const kvBytes = tokenMajorBytes(layout, n, layout.dtype);
-      const payloadBytes = DATA_SUBHEADER_BYTES + kvBytes;
-      const buf = this.buffers.acquire(HEADER_BYTES + payloadBytes);
-      const kvAt = HEADER_BYTES + DATA_SUBHEADER_BYTES;
-      gatherTokens(pool, lease.blockIds, p, n, layout.dtype, buf.subarray(kvAt, kvAt + kvBytes));
-      buf.writeUInt32LE(p, HEADER_BYTES);
-      buf.writeUInt32LE(n, HEADER_BYTES + 4);
-      buf.writeUInt32LE(DTYPE_CODE[layout.dtype], HEADER_BYTES + 8);
-      const payload = buf.subarray(HEADER_BYTES, HEADER_BYTES + payloadBytes);
-      writeHeader(buf, FrameType.DATA, stream.id, payloadBytes, crc32(payload));
-      inFlight++;
-      socket.write(buf.subarray(0, HEADER_BYTES + payloadBytes), () => {
-        inFlight--;
-        this.buffers.release(buf);
+      const frame = zeroCopy ? this.poolFrame(stream.id, lease, p, n, kvBytes) : this.gatheredFrame(stream.id, lease, p, n, kvBytes);
+      let settled = false;
+      const settle = () => {
+        if (settled) return;
+        settled = true;
+        stream.queued.delete(settle);
+        frame.done();
+        if (zeroCopy && --lease.framesQueued === 0 && lease.pendingRelease) {
+          const reason = lease.pendingRelease;
+          lease.pendingRelease = null;
+          this.notifyRelease(lease, reason);
+        }
         stream.wake?.();
-      });
+      };
+      stream.queued.add(settle);
+      if (zeroCopy) lease.framesQueued++;
+      socket.cork();
+      for (let i = 0; i < frame.chunks.length - 1; i++) socket.write(frame.chunks[i]!);
+      socket.write(frame.chunks[frame.chunks.length - 1]!, settle);
+      socket.uncork();
       bytes += kvBytes;
       p += n;
     }
@@ -443,9 +473,52 @@ export class KvTransferServer {
     }
   }
 
+  /** A DATA frame as a header plus views of the pool's rows, in token-major order: no copy. */
+  private poolFrame(streamId: number, lease: Lease, first: number, count: number, kvBytes: number): { chunks: Buffer[]; done: () => void } {
+    const pool = this.opts.pool();
+    const l = pool.layout;
+    const rowBytes = kvDimOf(l) * eltBytes(l.dtype);
+    const head = Buffer.allocUnsafe(HEADER_BYTES + DATA_SUBHEADER_BYTES);
+    writeSubheader(head, first, count, l.dtype);
+    let crc = crc32(head.subarray(HEADER_BYTES));
+    const chunks: Buffer[] = [head];
+    for (let layer = 0; layer < l.nLayers; layer++) {
+      for (let kv = 0; kv < 2; kv++) {
+        for (let p = first; p < first + count; ) {
+          const t = p % l.blockSize;
+          const run = Math.min(l.blockSize - t, first + count - p);
+          const view = Buffer.from(pool.buffer, poolRowOffset(l, lease.blockIds[Math.floor(p / l.blockSize)]!, layer, kv, t), run * rowBytes);
+          crc = crc32(view, crc);
+          chunks.push(view);
+          p += run;
+        }
+      }
+    }
+    writeHeader(head, FrameType.DATA, streamId, DATA_SUBHEADER_BYTES + kvBytes, crc);
+    return { chunks, done: () => {} };
+  }
+
+  /** A DATA frame gathered into one pooled buffer (pools with short rows: many tiny writes would cost more). */
+  private gatheredFrame(streamId: number, lease: Lease, first: number, count: number, kvBytes: number): { chunks: Buffer[]; done: () => void } {
+    const pool = this.opts.pool();
+    const payloadBytes = DATA_SUBHEADER_BYTES + kvBytes;
+    const buf = this.buffers.acquire(HEADER_BYTES + payloadBytes);
+    const kvAt = HEADER_BYTES + DATA_SUBHEADER_BYTES;
+    gatherTokens(pool, lease.blockIds, first, count, pool.layout.dtype, buf.subarray(kvAt, kvAt + kvBytes));
+    writeSubheader(buf, first, count, pool.layout.dtype);
+    writeHeader(buf, FrameType.DATA, streamId, payloadBytes, crc32(buf.subarray(HEADER_BYTES, HEADER_BYTES + payloadBytes)));
+    return { chunks: [buf.subarray(0, HEADER_BYTES + payloadBytes)], done: () => this.buffers.release(buf) };
+  }
+
   private log(level: 'info' | 'warn', message: string): void {
     this.opts.log?.(level, `kv-transfer: ${message}`);
   }
+}
+
+function writeSubheader(frame: Buffer, first: number, count: number, dtype: KvDtype): void {
+  frame.writeUInt32LE(first, HEADER_BYTES);
+  frame.writeUInt32LE(count, HEADER_BYTES + 4);
+  frame.writeUInt32LE(DTYPE_CODE[dtype], HEADER_BYTES + 8); // u8 dtype + 3 zero bytes
 }
 
 function errorText(code: KvFailureReason, requestId: string): string {

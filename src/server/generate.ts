@@ -1,6 +1,6 @@
 // The generation loop behind /v1/completions and /v1/chat/completions: submit a GenerationPlan to
-// the engine, then shape the event stream into vLLM's response objects (one JSON body, or SSE
-// chunks ending in `data: [DONE]`).
+// the engine (n engine requests for n choices), then shape the event streams into vLLM's response
+// objects (one JSON body, or SSE chunks ending in `data: [DONE]`).
 
 import type { ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
@@ -20,8 +20,6 @@ export interface GenerationContext {
   arrivalTime: number;
   /** aborted when the client goes away */
   signal: AbortSignal;
-  /** headers every response carries (x-request-id) */
-  headers: Record<string, string>;
 }
 
 interface Usage {
@@ -34,128 +32,171 @@ interface Usage {
 /** vLLM replaces -inf logprobs (impossible tokens) by this, since JSON has no infinity. */
 const LOGPROB_FLOOR = -9999;
 
+/** One choice: an engine request's event stream, its first event already pulled. */
+interface Choice {
+  index: number;
+  first: IteratorResult<GenerateEvent>;
+  events: AsyncIterator<GenerateEvent>;
+}
+
 export async function runGeneration(plan: GenerationPlan, ctx: GenerationContext, res: ServerResponse): Promise<void> {
   const prefix = plan.kind === 'chat' ? 'chatcmpl' : 'cmpl';
   // As vLLM: the response id is "<prefix>-<x-request-id>"; the engine runs under the client's id
   // itself so that both legs of a P/D request carry the same id into the KV connector.
   const id = `${prefix}-${ctx.clientRequestId ?? randomUUID()}`;
-  const request: GenerateRequest = {
-    requestId: ctx.clientRequestId ?? id,
-    promptIds: plan.promptIds,
-    sampling: plan.sampling,
-    maxTokens: plan.maxTokens,
-    minTokens: plan.minTokens,
-    stop: plan.stop,
-    stopTokenIds: plan.stopTokenIds,
-    ignoreEos: plan.ignoreEos,
-    logprobs: plan.logprobs,
-    cacheSalt: plan.cacheSalt,
-    kvTransferParams: plan.kvTransferParams,
-    arrivalTime: ctx.arrivalTime,
-    includeStopStrInOutput: plan.includeStopStrInOutput,
-  };
-  const events = ctx.engine.submit(request, ctx.signal)[Symbol.asyncIterator]();
-  // Pull the first event before committing to a status line: an engine that refuses lazily (on the
-  // first next() rather than in submit()) still gets its 429/503/400 reported as such.
-  const first = await events.next();
-  const shape = new Shaper(plan, id, ctx.modelName, Math.floor(ctx.arrivalTime / 1000));
-  if (plan.stream) await streamResponse(plan, shape, first, events, ctx, res);
-  else await collectResponse(plan, shape, first, events, ctx, res);
+  const requestId = ctx.clientRequestId ?? id;
+  // vLLM (--enable-request-id-headers) answers with the id it used, generated or not.
+  if (!res.hasHeader('x-request-id')) res.setHeader('x-request-id', requestId);
+
+  // The client's signal aborts everything; a refusal of one of n choices aborts its siblings.
+  const aborter = new AbortController();
+  const onClientGone = () => aborter.abort();
+  ctx.signal.addEventListener('abort', onClientGone, { once: true });
+  try {
+    const choices = await submitAll(plan, ctx, requestId, aborter.signal);
+    const shape = new Shaper(plan, id, ctx.modelName, Math.floor(ctx.arrivalTime / 1000));
+    if (plan.stream) await streamResponse(plan, shape, choices, ctx, res, () => aborter.abort());
+    else await collectResponse(plan, shape, choices, ctx, res);
+  } catch (err) {
+    aborter.abort();
+    throw err;
+  } finally {
+    ctx.signal.removeEventListener('abort', onClientGone);
+  }
 }
 
-async function* rest(first: IteratorResult<GenerateEvent>, events: AsyncIterator<GenerateEvent>): AsyncGenerator<GenerateEvent> {
-  let r = first;
+async function submitAll(plan: GenerationPlan, ctx: GenerationContext, requestId: string, signal: AbortSignal): Promise<Choice[]> {
+  const streams: AsyncIterator<GenerateEvent>[] = [];
+  for (let i = 0; i < plan.n; i++) {
+    const sampling = { ...plan.sampling };
+    // Each choice needs its own random stream, yet the same request must stay reproducible.
+    if (sampling.seed !== undefined && i > 0) sampling.seed += i;
+    const request: GenerateRequest = {
+      requestId: plan.n === 1 ? requestId : `${requestId}-${i}`,
+      promptIds: plan.promptIds,
+      sampling,
+      maxTokens: plan.maxTokens,
+      minTokens: plan.minTokens,
+      stop: plan.stop,
+      stopTokenIds: plan.stopTokenIds,
+      ignoreEos: plan.ignoreEos,
+      logprobs: plan.logprobs,
+      cacheSalt: plan.cacheSalt,
+      kvTransferParams: plan.kvTransferParams,
+      arrivalTime: ctx.arrivalTime,
+      includeStopStrInOutput: plan.includeStopStrInOutput,
+    };
+    streams.push(ctx.engine.submit(request, signal)[Symbol.asyncIterator]());
+  }
+  // Pull each first event before committing to a status line: an engine that refuses lazily (on
+  // the first next() rather than in submit()) still gets its 429/503/400 reported as such.
+  const firsts = await Promise.all(streams.map((s) => s.next()));
+  return streams.map((events, index) => ({ index, events, first: firsts[index]! }));
+}
+
+async function* eventsOf(c: Choice): AsyncGenerator<GenerateEvent> {
+  let r = c.first;
   try {
     while (!r.done) {
       yield r.value;
-      r = await events.next();
+      r = await c.events.next();
     }
   } finally {
     // The consumer stopped early (client gone): let the engine's iterator clean up too.
-    if (!r.done) await events.return?.();
+    if (!r.done) await c.events.return?.();
   }
 }
 
-async function collectResponse(
-  plan: GenerationPlan,
-  shape: Shaper,
-  first: IteratorResult<GenerateEvent>,
-  events: AsyncIterator<GenerateEvent>,
-  ctx: GenerationContext,
-  res: ServerResponse,
-): Promise<void> {
-  let text = plan.echoText ?? '';
-  const lps: TokenLogprob[] = [];
-  let finish: Finish | undefined;
-  for await (const ev of rest(first, events)) {
-    if (ev.type === 'delta') {
-      text += ev.text;
-      if (ev.logprobs) lps.push(...ev.logprobs);
-    } else finish = ev;
-  }
+async function collectResponse(plan: GenerationPlan, shape: Shaper, choices: Choice[], ctx: GenerationContext, res: ServerResponse): Promise<void> {
+  const results = await Promise.all(
+    choices.map(async (c) => {
+      let text = plan.echoText ?? '';
+      const lps: TokenLogprob[] = [];
+      let finish: Finish | undefined;
+      for await (const ev of eventsOf(c)) {
+        if (ev.type === 'delta') {
+          text += ev.text;
+          if (ev.logprobs) lps.push(...ev.logprobs);
+        } else finish = ev;
+      }
+      return { index: c.index, text, lps, finish };
+    }),
+  );
   if (ctx.signal.aborted) return; // nobody is listening
-  if (!finish) throw new ApiError(500, 'the engine ended the request without a finish event');
-  if (finish.reason === 'error') throw finishError(finish);
-  const usage = usageOf(finish);
-  const logprobs = plan.logprobs === undefined ? null : shape.logprobs(lps, plan.echoText?.length ?? 0);
-  const choice =
-    plan.kind === 'chat'
+  const finishes: Finish[] = [];
+  for (const r of results) {
+    if (!r.finish) throw new ApiError(500, 'the engine ended the request without a finish event');
+    if (r.finish.reason === 'error') throw finishError(r.finish);
+    finishes.push(r.finish);
+  }
+  const out = results.map((r, i) => {
+    const finish = finishes[i]!;
+    const logprobs = plan.logprobs === undefined ? null : shape.logprobs(r.lps, plan.echoText?.length ?? 0);
+    const stop = stopReason(finish, ctx.engine);
+    return plan.kind === 'chat'
       ? {
-          index: 0,
-          message: { role: 'assistant', content: text, refusal: null, annotations: null, audio: null, function_call: null, tool_calls: [], reasoning_content: null },
+          index: r.index,
+          message: { role: 'assistant', content: r.text, refusal: null, annotations: null, audio: null, function_call: null, tool_calls: [], reasoning_content: null },
           logprobs,
           finish_reason: finish.reason,
-          stop_reason: stopReason(finish, ctx.engine),
+          stop_reason: stop,
         }
-      : { index: 0, text, logprobs, finish_reason: finish.reason, stop_reason: stopReason(finish, ctx.engine), prompt_logprobs: null };
-  sendJson(
-    res,
-    200,
-    {
-      id: shape.id,
-      object: plan.kind === 'chat' ? 'chat.completion' : 'text_completion',
-      created: shape.created,
-      model: shape.model,
-      choices: [choice],
-      service_tier: null,
-      system_fingerprint: null,
-      usage,
-      prompt_logprobs: null,
-      kv_transfer_params: finish.kvTransferParams ?? null,
-    },
-    ctx.headers,
-  );
+      : { index: r.index, text: r.text, logprobs, finish_reason: finish.reason, stop_reason: stop, prompt_logprobs: null };
+  });
+  sendJson(res, 200, {
+    id: shape.id,
+    object: plan.kind === 'chat' ? 'chat.completion' : 'text_completion',
+    created: shape.created,
+    model: shape.model,
+    choices: out,
+    service_tier: null,
+    system_fingerprint: null,
+    usage: usageOf(finishes),
+    prompt_logprobs: null,
+    kv_transfer_params: finishes[0]!.kvTransferParams ?? null,
+  });
 }
 
 async function streamResponse(
   plan: GenerationPlan,
   shape: Shaper,
-  first: IteratorResult<GenerateEvent>,
-  events: AsyncIterator<GenerateEvent>,
+  choices: Choice[],
   ctx: GenerationContext,
   res: ServerResponse,
+  abortAll: () => void,
 ): Promise<void> {
   const sse = new SseWriter(res);
-  sse.open(ctx.headers);
+  sse.open();
+  const promptTokens = plan.promptIds.length;
   let completionTokens = 0;
-  let promptTokens = plan.promptIds.length;
-  let textOffset = 0;
-  const partialUsage = () =>
+  const usage = () =>
     plan.continuousUsage ? { usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens } } : {};
+  // n choices produce concurrently; their chunks go out one whole event at a time.
+  let queue = Promise.resolve();
+  const emit = (value: object) => (queue = queue.then(() => sse.send(value)));
 
-  if (plan.kind === 'chat') {
-    await sse.send(shape.chunk({ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }, partialUsage()));
-  } else if (plan.echoText) {
-    await sse.send(shape.chunk({ index: 0, text: plan.echoText, logprobs: null, finish_reason: null, stop_reason: null }, partialUsage()));
-    textOffset = plan.echoText.length;
-  }
-  let finish: Finish | undefined;
-  try {
-    for await (const ev of rest(first, events)) {
-      if (res.destroyed) break;
+  const finishes: Finish[] = [];
+  let failure: unknown;
+  const pump = async (c: Choice) => {
+    let textOffset = 0;
+    if (plan.kind === 'chat') {
+      await emit(shape.chunk({ index: c.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }, usage()));
+    } else if (plan.echoText) {
+      await emit(shape.chunk({ index: c.index, text: plan.echoText, logprobs: null, finish_reason: null, stop_reason: null }, usage()));
+      textOffset = plan.echoText.length;
+    }
+    for await (const ev of eventsOf(c)) {
+      if (res.destroyed || failure !== undefined) return;
       if (ev.type === 'finish') {
-        finish = ev;
-        break;
+        if (ev.reason === 'error') throw finishError(ev);
+        finishes.push(ev);
+        const reason = stopReason(ev, ctx.engine);
+        const choice =
+          plan.kind === 'chat'
+            ? { index: c.index, delta: {}, logprobs: null, finish_reason: ev.reason, stop_reason: reason }
+            : { index: c.index, text: '', logprobs: null, finish_reason: ev.reason, stop_reason: reason };
+        await emit(shape.chunk(choice, usage()));
+        return;
       }
       completionTokens += ev.ids.length;
       const wantLogprobs = plan.logprobs !== undefined;
@@ -163,35 +204,29 @@ async function streamResponse(
       // client is owed its logprobs.
       if (ev.text === '' && !wantLogprobs) continue;
       const logprobs = wantLogprobs ? shape.logprobs(ev.logprobs ?? [], textOffset) : null;
-      textOffset += (ev.logprobs ?? []).reduce((n, t) => n + t.token.length, 0);
+      for (const t of ev.logprobs ?? []) textOffset += t.token.length;
       const choice =
         plan.kind === 'chat'
-          ? { index: 0, delta: { content: ev.text }, logprobs, finish_reason: null }
-          : { index: 0, text: ev.text, logprobs, finish_reason: null, stop_reason: null };
-      await sse.send(shape.chunk(choice, partialUsage()));
+          ? { index: c.index, delta: { content: ev.text }, logprobs, finish_reason: null }
+          : { index: c.index, text: ev.text, logprobs, finish_reason: null, stop_reason: null };
+      await emit(shape.chunk(choice, usage()));
     }
-  } catch (err) {
-    // Headers are out: the failure travels in the stream, as vLLM reports it.
-    await sse.send(errorEvent(err));
-    await sse.done();
-    return;
-  }
+    throw new ApiError(500, 'the engine ended the request without a finish event');
+  };
+  await Promise.all(
+    choices.map((c) =>
+      pump(c).catch((err) => {
+        failure ??= err;
+        // One choice failed: the response is lost, so stop its siblings' work now.
+        abortAll();
+      }),
+    ),
+  );
+  await queue;
   if (res.destroyed) return;
-  if (!finish) {
-    await sse.send(errorEvent(new ApiError(500, 'the engine ended the request without a finish event')));
-  } else if (finish.reason === 'error') {
-    await sse.send(errorEvent(finishError(finish)));
-  } else {
-    promptTokens = finish.usage.promptTokens;
-    completionTokens = finish.usage.completionTokens;
-    const reason = stopReason(finish, ctx.engine);
-    const choice =
-      plan.kind === 'chat'
-        ? { index: 0, delta: {}, logprobs: null, finish_reason: finish.reason, stop_reason: reason }
-        : { index: 0, text: '', logprobs: null, finish_reason: finish.reason, stop_reason: reason };
-    await sse.send(shape.chunk(choice, partialUsage()));
-    if (plan.includeUsage) await sse.send({ ...shape.chunk(null), choices: [], usage: usageOf(finish) });
-  }
+  // Headers are out: a failure travels in the stream, as vLLM reports it.
+  if (failure !== undefined) await sse.send(errorEvent(failure));
+  else if (plan.includeUsage) await sse.send({ ...shape.chunk(null), usage: usageOf(finishes) });
   await sse.done();
 }
 
@@ -246,13 +281,15 @@ class Shaper {
   }
 }
 
-function usageOf(finish: Finish): Usage {
-  const u = finish.usage;
+/** n choices share one prompt: it counts once, their completions add up (vLLM's accounting). */
+function usageOf(finishes: Finish[]): Usage {
+  const prompt = finishes[0]?.usage.promptTokens ?? 0;
+  const completion = finishes.reduce((n, f) => n + f.usage.completionTokens, 0);
   return {
-    prompt_tokens: u.promptTokens,
-    total_tokens: u.promptTokens + u.completionTokens,
-    completion_tokens: u.completionTokens,
-    prompt_tokens_details: { cached_tokens: u.cachedTokens },
+    prompt_tokens: prompt,
+    total_tokens: prompt + completion,
+    completion_tokens: completion,
+    prompt_tokens_details: { cached_tokens: finishes[0]?.usage.cachedTokens ?? 0 },
   };
 }
 

@@ -52,7 +52,6 @@ type Handler = (req: IncomingMessage, res: ServerResponse, rc: RequestContext) =
 interface RequestContext {
   arrivalTime: number;
   clientRequestId?: string;
-  headers: Record<string, string>;
 }
 
 export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenAIServer {
@@ -90,7 +89,7 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
     '/v1/completions': { POST: generation(parseCompletionRequest) },
     '/v1/chat/completions': { POST: generation(parseChatRequest) },
     '/v1/models': {
-      GET: (_req, res, rc) => {
+      GET: (_req, res) => {
         const tandem: Record<string, unknown> = {
           role: info.role,
           block_size: info.blockSize,
@@ -135,7 +134,6 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
               },
             ],
           },
-          rc.headers,
         );
       },
     },
@@ -154,7 +152,7 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
     },
     '/version': { GET: (_req, res) => sendJson(res, 200, { version: VERSION }) },
     '/tokenize': {
-      POST: async (req, res, rc) => {
+      POST: async (req, res) => {
         const f = new Fields(await readJson(req));
         checkModel(f, served);
         let tokens: number[];
@@ -170,18 +168,17 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
           res,
           200,
           { count: tokens.length, max_model_len: served.maxModelLen, tokens, token_strs: strs ? tokens.map((t) => tok.piece(t)) : null },
-          rc.headers,
         );
       },
     },
     '/detokenize': {
-      POST: async (req, res, rc) => {
+      POST: async (req, res) => {
         const f = new Fields(await readJson(req));
         checkModel(f, served);
         const tokens = f.raw('tokens');
         if (!Array.isArray(tokens)) throw new ApiError(400, 'tokens must be an array of token ids', 'invalid_request_error', 'tokens');
         checkTokenIds(tokens, 'tokens', tok.vocabSize);
-        sendJson(res, 200, { prompt: tok.decode(tokens) }, rc.headers);
+        sendJson(res, 200, { prompt: tok.decode(tokens) });
       },
     },
   };
@@ -194,7 +191,7 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const rc: RequestContext = { arrivalTime: Date.now(), headers: {} };
+    const rc: RequestContext = { arrivalTime: Date.now() };
     try {
       const path = (req.url ?? '/').split('?', 1)[0]!;
       const route = routes[path];
@@ -213,7 +210,8 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
           throw new ApiError(400, 'x-request-id must be 1-256 visible ASCII characters', 'invalid_request_error', 'x-request-id');
         }
         rc.clientRequestId = rid;
-        rc.headers['x-request-id'] = rid;
+        // Echoed on every response to this request, errors included.
+        res.setHeader('x-request-id', rid);
       }
       if (draining) res.setHeader('connection', 'close');
       await handler(req, res, rc);

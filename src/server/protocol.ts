@@ -10,6 +10,8 @@ import { type ChatTemplate, parseMessages } from './chat.ts';
 
 /** vLLM's default --max-logprobs */
 export const MAX_LOGPROBS = 20;
+/** choices per request: each is a full engine request, so keep one request from flooding the queue */
+export const MAX_N = 64;
 
 export interface ServedModel {
   name: string;
@@ -22,6 +24,8 @@ export interface ServedModel {
 export interface GenerationPlan {
   kind: 'completion' | 'chat';
   promptIds: number[];
+  /** choices: n engine requests sharing the prompt */
+  n: number;
   /** completions' echo: the prompt text to put before the completion */
   echoText?: string;
   stream: boolean;
@@ -51,7 +55,7 @@ const NUM = {
   seed: { integer: true, min: -(2 ** 63), max: 2 ** 64, describe: 'an integer' },
   max_tokens: { integer: true, min: 1, describe: 'an integer ≥ 1' },
   min_tokens: { integer: true, min: 0, describe: 'an integer ≥ 0' },
-  n: { integer: true, min: 1, describe: 'an integer ≥ 1' },
+  n: { integer: true, min: 1, max: MAX_N, describe: `an integer in [1, ${MAX_N}]` },
 } as const;
 
 /** The model named in the body must be the served one (absent = the served one, as in vLLM). */
@@ -159,8 +163,9 @@ function common(
   requestedMax: number | undefined,
   maxName: string,
 ): GenerationPlan {
-  const n = f.number('n', NUM.n);
-  if (n !== undefined && n !== 1) throw badField('n', 'must be 1 (n > 1 is not supported)');
+  const n = f.number('n', NUM.n) ?? 1;
+  const kvTransferParams = f.object('kv_transfer_params');
+  if (n > 1 && kvTransferParams) throw badField('n', 'must be 1 when kv_transfer_params is set (P/D legs carry one sequence)');
   const stream = f.bool('stream') ?? false;
   const so = f.object('stream_options');
   if (so && !stream) throw badField('stream_options', 'can only be set when stream is true');
@@ -213,6 +218,7 @@ function common(
   return {
     kind,
     promptIds,
+    n,
     stream,
     includeUsage,
     continuousUsage,
@@ -224,6 +230,6 @@ function common(
     ignoreEos: f.bool('ignore_eos'),
     includeStopStrInOutput: f.bool('include_stop_str_in_output'),
     cacheSalt: f.string('cache_salt', { nonEmpty: true }),
-    kvTransferParams: f.object('kv_transfer_params'),
+    kvTransferParams,
   };
 }

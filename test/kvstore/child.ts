@@ -1,4 +1,5 @@
 // A second "engine" for cross-process tests: opens a store from a spec and stores or loads one prompt.
+import { existsSync, writeFileSync } from 'node:fs';
 import { KvStore } from '../../src/kvstore/index.ts';
 import { CHUNK, LAYOUT, payloadFor, prompt } from './helpers.ts';
 
@@ -8,8 +9,8 @@ const a = JSON.parse(process.argv[2]!) as {
   tokens: number;
   seed?: number;
   salt?: string;
-  /** store: wait until this wall-clock time before writing, so two children race. */
-  startAt?: number;
+  /** store: create <gate>.ready.<pid>, then wait for the file <gate> before writing, so children race. */
+  gate?: string;
   repeat?: number;
 };
 const store = await KvStore.fromSpec(a.spec, {
@@ -22,7 +23,10 @@ const store = await KvStore.fromSpec(a.spec, {
 const tokens = prompt(a.tokens, a.seed ?? 1);
 let result: unknown;
 if (a.op === 'store') {
-  if (a.startAt) await new Promise((r) => setTimeout(r, Math.max(0, a.startAt! - Date.now())));
+  if (a.gate) {
+    writeFileSync(`${a.gate}.ready.${process.pid}`, '');
+    while (!existsSync(a.gate)) await new Promise((r) => setTimeout(r, 2));
+  }
   let taken = 0;
   for (let r = 0; r < (a.repeat ?? 1); r++) {
     taken += store.store(tokens, a.salt ?? '', 0, (i) => payloadFor(tokens, i));

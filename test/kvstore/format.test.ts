@@ -46,7 +46,7 @@ test('chunk format: round trip, and every defect is caught', () => {
   const { header } = encodeChunk(key, 'f32', 16, payload);
   assert.equal(header.byteLength, HEADER_BYTES);
   const whole = Buffer.concat([header, payload]);
-  const expect = { key, dtype: 'f32' as const, tokens: 16, payloadBytes: 1000 };
+  const expect: Parameters<typeof decodeChunk>[1] = { key, dtype: 'f32', tokens: 16, payloadBytes: 1000 };
   assert.deepEqual(Buffer.from(decodeChunk(whole, expect)), Buffer.from(payload));
 
   const reason = (bytes: Uint8Array, e = expect) => {

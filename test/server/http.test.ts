@@ -182,6 +182,11 @@ test('x-request-id is honoured: engine id, response id and header', async () => 
   assert.equal(c.headers.get('x-request-id'), 'req-43');
   assert.equal(JSON.parse(sseData(c.text)[0]!).id, 'chatcmpl-req-43');
   assertError(await post(`${s.url}/v1/completions`, { prompt: 'a' }, { 'x-request-id': 'x'.repeat(300) }), 400, 'x-request-id');
+  const e = await post(`${s.url}/v1/completions`, { prompt: 'a', temperature: -1 }, { 'x-request-id': 'req-44' });
+  assert.equal(e.status, 400);
+  assert.equal(e.headers.get('x-request-id'), 'req-44', 'errors echo the id too');
+  const g = await post(`${s.url}/v1/completions`, { prompt: 'a', max_tokens: 1 });
+  assert.equal(g.headers.get('x-request-id'), g.json.id, 'a generated id is sent back');
 });
 
 test('sampling and control fields reach the engine', async () => {

@@ -8,8 +8,8 @@
 // in attention where the q·k dot product uses a fixed 4-lane grouping over headDim (still independent
 // of the batch). No FMA: mul then add, so the rounding is the same in every tile shape.
 //
-// No static data and no allocation: the stub runtime is never used, so the first 64 KiB that the
-// JS side reserves are more than enough.
+// No static data and no allocation: the stub runtime is never used, and the first 64 KiB that the JS
+// side reserves stay free for any future static data. (Mathf.exp would add a table; exp4 below does not.)
 
 // ---------------------------------------------------------------------------------------------------
 // matmul, f32 weights.
@@ -364,7 +364,8 @@ export function rope(x: usize, cs: usize, M: i32, nHeads: i32, headDim: i32, neo
 
 // e^x for four lanes (Cephes expf: x = n·ln2 + r, degree-6 polynomial in r, scale by 2^n), within
 // ~2 ulp of the correctly rounded value on [-87.3, 88]. Below that it returns 0 (the true value is
-// subnormal or 0), above 88.72 +inf, and NaN stays NaN. Every element of every kernel goes through
+// subnormal or 0); on (88, 88.72] it returns e^88 (2^n would overflow; only silu of a gate below -88
+// lands there, where the result is ~1e-36 either way); above 88.72 +inf; NaN stays NaN. Every element of every kernel goes through
 // this same lane-wise function (tails included, via a splat), so results never depend on lane position.
 @inline
 function exp4(x: v128): v128 {
