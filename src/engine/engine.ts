@@ -24,6 +24,7 @@ import { Scheduler, SeqState, type ExternalKvSource, type StepPlan } from './sch
 import type { WireChunk, WorkerReply, WorkerRequest } from './worker-protocol.ts';
 import type { KvConnector } from './pd.ts';
 import type { KvStoreLink } from './kv-store-link.ts';
+import type { KvEventPublisher } from './kv-events.ts';
 
 /** A request in flight: its sequence state plus everything the output side needs. */
 export class RequestContext {
@@ -129,6 +130,7 @@ export class TandemEngine implements Engine {
   readonly blockEvents: BlockEvents = {};
   private connector?: KvConnector;
   private storeLink?: KvStoreLink;
+  kvEvents?: KvEventPublisher;
 
   private worker = new WorkerClient();
   private scheduler!: Scheduler;
@@ -269,6 +271,18 @@ export class TandemEngine implements Engine {
   attachConnector(c: KvConnector): void {
     this.connector = c;
     this.wireExternalSources();
+  }
+
+  /** KV events: block pool changes go out as vLLM BlockStored/BlockRemoved events with medium GPU. */
+  attachKvEvents(pub: KvEventPublisher): void {
+    this.kvEvents = pub;
+    this.blockEvents.stored = (e) => pub.blockStored(e.hashes, e.parentHash, e.tokenIds, e.blockSize, 'GPU');
+    this.blockEvents.removed = (h) => pub.blockRemoved(h, 'GPU');
+  }
+
+  /** The HTTP address routers know this engine by (the KV-event topic names it). */
+  setAdvertisedAddress(host: string, port: number): void {
+    if (this.kvEvents) this.kvEvents.topic = `kv@${host}:${port}@${this.info.modelName}`;
   }
 
   /** KV store: loads on prefix misses, saves finished prefills. */
@@ -579,6 +593,7 @@ export class TandemEngine implements Engine {
     this.kick();
     await this.connector?.close();
     await this.storeLink?.store.close();
+    await this.kvEvents?.close();
     await this.worker.terminate();
   }
 }

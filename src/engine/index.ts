@@ -8,6 +8,8 @@ import { TandemEngine } from './engine.ts';
 import { KvConnector } from './pd.ts';
 import { KvStoreLink } from './kv-store-link.ts';
 import { KvStore } from '../kvstore/index.ts';
+import { KvEventPublisher } from './kv-events.ts';
+import { MEDIUM } from './kv-store-link.ts';
 
 export const DEFAULT_ENGINE_OPTIONS: Omit<EngineOptions, 'model'> = {
   role: 'both',
@@ -40,6 +42,10 @@ export async function createEngine(opts: EngineOptions): Promise<{ engine: Engin
       log,
     });
     engine.attachConnector(connector);
+    if (o.kvEventsEndpoint) {
+      const pub = await KvEventPublisher.open(o.kvEventsEndpoint, `kv@127.0.0.1:0@${engine.info.modelName}`);
+      engine.attachKvEvents(pub);
+    }
     if (o.kvStore) {
       const i = engine.internals;
       const store = await KvStore.fromSpec(o.kvStore, {
@@ -49,6 +55,7 @@ export async function createEngine(opts: EngineOptions): Promise<{ engine: Engin
         layout: { nLayers: i.config.nLayers, nKvHeads: i.config.nKvHeads, headDim: i.config.headDim },
         registry: engine.metrics.registry,
         log,
+        onRemoved: (keys, tier) => engine.kvEvents?.blockRemoved(keys, MEDIUM[tier]),
       });
       engine.attachKvStore(new KvStoreLink(engine, store));
     }

@@ -7,6 +7,10 @@ import type { KvStore, TierName } from '../kvstore/index.ts';
 import type { RequestContext, TandemEngine } from './engine.ts';
 import { gatherTokens, scatterTokens, sliceTokenMajor } from './kv-layout.ts';
 import type { ExternalKvSource, SeqState } from './scheduler.ts';
+import type { Medium } from './kv-events.ts';
+
+/** KV-event medium of each store tier (Dynamo and llm-d weight tiers by it). */
+export const MEDIUM: Record<TierName, Medium> = { memory: 'CPU', disk: 'DISK', redis: 'REMOTE' };
 
 interface Pending {
   /** tokens the store holds for this prompt, from an async lookup; undefined while it runs */
@@ -94,7 +98,13 @@ export class KvStoreLink implements ExternalKvSource {
       const pool = { buffer: i.memory.buffer, layout: i.pool };
       const table = seq.blocks.map((b) => b.id);
       // Chunks that came from the store are skipped by the store itself (already present).
-      this.store.store(prompt, seq.cacheSalt, 0, (c) => gatherTokens(pool, table, c * C, C, this.store.kvDtype));
+      const taken = this.store.store(prompt, seq.cacheSalt, 0, (c) => gatherTokens(pool, table, c * C, C, this.store.kvDtype));
+      const events = this.engine.kvEvents;
+      if (taken > 0 && events) {
+        // Announce the chunks as blocks of chunkTokens tokens on the fastest tier that holds them.
+        const keys = this.store.chunkKeys(prompt, seq.cacheSalt ?? '');
+        events.blockStored(keys.slice(0, full), null, prompt.slice(0, full * C), C, MEDIUM[this.store.tiers[0]!]);
+      }
     }
   }
 

@@ -456,15 +456,17 @@ export class KvTransferServer {
       };
       stream.queued.add(settle);
       if (zeroCopy) lease.framesQueued++;
+      bytes += kvBytes;
+      p += n;
       socket.cork();
       for (let i = 0; i < frame.chunks.length - 1; i++) socket.write(frame.chunks[i]!);
       socket.write(frame.chunks[frame.chunks.length - 1]!, settle);
+      // The END rides in the same writev as the last frame: one wake-up less for the puller.
+      if (p === end) socket.write(encodeControl(FrameType.END, stream.id, { tokens: end - start, bytes }));
       socket.uncork();
-      bytes += kvBytes;
-      p += n;
     }
     if (stream.cancelled || stream.conn.closed) return;
-    socket.write(encodeControl(FrameType.END, stream.id, { tokens: end - start, bytes }));
+    if (start === end) socket.write(encodeControl(FrameType.END, stream.id, { tokens: 0, bytes: 0 }));
     lease.pulled = true;
     if (this.metrics) {
       this.metrics.bytes.inc({ direction: 'send' }, bytes);

@@ -61,7 +61,7 @@ test('memory tier: LRU by bytes, eviction reported', async () => {
   const b = prompt(CHUNK * 2, 2);
   await storeAll(store, a);
   await store.load(a.slice(0, CHUNK)); // a0 most recent, a1 least
-  await storeAll(store, b); // needs 2 slots: evicts a1, then a0? no — only one over: a1
+  await storeAll(store, b); // 4 chunks for 3 slots: the least recently used one (a1) goes
   const [a0, a1] = store.chunkKeys(a);
   assert.deepEqual(rec.removed, [{ keys: [a1], tier: 'memory' }]);
   assert.equal((await store.lookup(a)).tokens, CHUNK, 'a0 survives (recently used), a1 evicted');

@@ -260,6 +260,27 @@ test('logprobs: completions {tokens, token_logprobs, top_logprobs, text_offset};
   assert.deepEqual(offs, [0, 1, 2], 'stream offsets continue across chunks');
 });
 
+test('n > 1: one engine request per choice, indexed choices, usage counts the prompt once', async () => {
+  const before = s.engine.submitted.length;
+  const r = await post(`${s.url}/v1/completions`, { prompt: 'abc', max_tokens: 2, n: 3, seed: 10, temperature: 1 }, { 'x-request-id': 'multi' });
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.json.choices.map((c: any) => [c.index, c.text, c.finish_reason]), [[0, 'ab', 'length'], [1, 'ab', 'length'], [2, 'ab', 'length']]);
+  assert.deepEqual({ ...r.json.usage, prompt_tokens_details: undefined }, { prompt_tokens: 4, completion_tokens: 6, total_tokens: 10, prompt_tokens_details: undefined });
+  const subs = s.engine.submitted.slice(before);
+  assert.deepEqual(subs.map((x) => x.requestId), ['multi-0', 'multi-1', 'multi-2']);
+  assert.deepEqual(subs.map((x) => x.sampling.seed), [10, 11, 12], 'distinct but reproducible seeds');
+
+  const st = await post(`${s.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'q' }], max_tokens: 3, n: 2, stream: true, stream_options: { include_usage: true } });
+  const chunks = sseData(st.text).slice(0, -1).map((x) => JSON.parse(x));
+  for (const i of [0, 1]) {
+    const mine = chunks.filter((c) => c.choices[0]?.index === i);
+    assert.deepEqual(mine[0].choices[0].delta, { role: 'assistant', content: '' });
+    assert.equal(mine.map((c) => c.choices[0].delta.content ?? '').join(''), 'use');
+    assert.equal(mine.at(-1).choices[0].finish_reason, 'length');
+  }
+  assert.equal(chunks.at(-1).usage.completion_tokens, 6);
+});
+
 test('echo prepends the prompt text', async () => {
   const r = await post(`${s.url}/v1/completions`, { prompt: 'xyz', max_tokens: 2, echo: true });
   assert.equal(r.json.choices[0].text, 'xyzxy');
@@ -289,7 +310,10 @@ test('bad input: malformed JSON, wrong types, unsupported values → 400 naming 
   assertError(await post(u, { prompt: 'a', stream: 'yes' }), 400, 'stream');
   assertError(await post(u, { prompt: 'a', stop: [1] }), 400, 'stop');
   assertError(await post(u, { prompt: 'a', stop_token_ids: [99999] }), 400, 'stop_token_ids');
-  assertError(await post(u, { prompt: 'a', n: 2 }), 400, 'n');
+  assertError(await post(u, { prompt: 'a', n: 0 }), 400, 'n');
+  assertError(await post(u, { prompt: 'a', n: 65 }), 400, 'n');
+  assertError(await post(u, { prompt: 'a', n: 2, kv_transfer_params: { do_remote_decode: true } }), 400, 'n');
+  assertError(await post(u, { prompt: 'a', best_of: 2 }), 400, 'best_of');
   assertError(await post(u, { prompt: 'a', logprobs: 21 }), 400, 'logprobs');
   assertError(await post(u, { prompt: 'a', stream_options: { include_usage: true } }), 400, 'stream_options');
   assertError(await post(u, { prompt: 'a', cache_salt: '' }), 400, 'cache_salt');
