@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseFlags, UsageError } from '../cli/args.ts';
+import { parseBytes, parseFlags, UsageError } from '../cli/args.ts';
 import type { PoolRef } from '../engine/kv-layout.ts';
 import { kvBlockBytes, type KvPoolLayout } from '../kernels/types.ts';
 import { KvTransferClient, KvTransferServer, type KvCompat } from '../kvconnector/index.ts';
@@ -32,15 +32,9 @@ function makePool(): PoolRef {
 
 // ---- child: KV transfer server + raw TCP sender ------------------------------------------------
 
-async function serveChild(): Promise<void> {
+async function serveChild(frameBytes: number): Promise<void> {
   const pool = makePool();
-  const server = new KvTransferServer({
-    engineId: 'bench-prefill',
-    compat: COMPAT,
-    pool: () => pool,
-    ...(process.env['XFB'] ? { frameBytes: Number(process.env['XFB']) } : {}),
-    ...(process.env['XFI'] ? { framesInFlight: Number(process.env['XFI']) } : {}),
-  });
+  const server = new KvTransferServer({ engineId: 'bench-prefill', compat: COMPAT, pool: () => pool, frameBytes });
   const kvPort = await server.start();
   const blob = Buffer.alloc(MAX_BYTES + 4, 0x5a);
   const raw = net.createServer({ noDelay: true }, (sock) => {
@@ -148,18 +142,19 @@ export async function main(argv: string[]): Promise<number> {
   const f = parseFlags(argv, {
     sizes: { type: 'list', help: 'payload sizes (default 16KiB … 64MiB)' },
     'min-iterations': { type: 'number', default: 20 },
+    'frame-bytes': { type: 'string', default: '1MiB', help: 'KV bytes per DATA frame on the server' },
     out: { type: 'string', default: 'docs/benchmarks-kv.md', help: 'markdown report path' },
     'no-write': { type: 'boolean', help: 'print only' },
   });
-  const { parseBytes } = await import('../cli/args.ts');
   const sizes = (f.sizes.length ? f.sizes : DEFAULT_SIZES).map((s) => {
     const b = parseBytes(s);
     if (b < TOKEN_BYTES || b > MAX_BYTES || b % TOKEN_BYTES) throw new UsageError(`--sizes: ${s} must be a multiple of 16 KiB up to 64 MiB`);
     return b;
   });
   const minIterations = Math.max(3, f['min-iterations'] ?? 20);
+  const frameBytes = parseBytes(f['frame-bytes'] ?? '1MiB');
 
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--kv-bench-server'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--kv-bench-server', String(frameBytes)], { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
   const next = async () => JSON.parse((await lines.next()).value as string) as Record<string, any>;
   const client = new KvTransferClient();
@@ -218,7 +213,7 @@ export async function main(argv: string[]): Promise<number> {
       'two processes (a prefill-side KvTransferServer and this process pulling).',
       `KV shape: ${SHAPE.nLayers} layers × ${SHAPE.nKvHeads} KV heads × head dim ${SHAPE.headDim}, f32 → ${TOKEN_BYTES / 1024} KiB per token; blocks of ${BLOCK_SIZE} tokens,`,
       'read from and scattered into warm pools (the destination block table is reversed, so every block is a separate copy).',
-      'Each KV pull is a full transfer: PULL, DATA frames (1 MiB of KV each, CRC-32 checked), END. Raw TCP is the same byte count',
+      `Each KV pull is a full transfer: PULL, DATA frames (up to ${fmtBytes(frameBytes)} of KV each, CRC-32 checked), END. Raw TCP is the same byte count`,
       'sent from a pre-filled buffer and read into a pre-allocated one, alternating with the KV pulls. Latency is one transfer,',
       'start to last byte, sequential; GB/s = payload / p50. Target: KV ≥ 0.6× raw TCP from 1 MiB up (⚠ marks a miss).',
       '',
@@ -236,5 +231,5 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === '--kv-bench-server') {
-  void serveChild();
+  void serveChild(Number(process.argv[3]));
 }

@@ -24,11 +24,12 @@ export class KernelMemory {
   private top = RESERVED_BYTES;
 
   constructor(opts: MemoryOptions = {}) {
-    const initialBytes = opts.initialBytes ?? 16 * 1024 * 1024;
     const maximumBytes = opts.maximumBytes ?? MAX_PAGES * PAGE;
-    if (!Number.isFinite(initialBytes) || initialBytes < 0) throw new RangeError(`initialBytes must be a non-negative number, got ${initialBytes}`);
+    const initialBytes = opts.initialBytes ?? Math.min(16 * 1024 * 1024, maximumBytes);
     if (!Number.isFinite(maximumBytes) || maximumBytes <= 0) throw new RangeError(`maximumBytes must be a positive number, got ${maximumBytes}`);
+    if (!Number.isFinite(initialBytes) || initialBytes < 0) throw new RangeError(`initialBytes must be a non-negative number, got ${initialBytes}`);
     const maximum = Math.min(MAX_PAGES, pagesFor(maximumBytes));
+    if (maximum < pagesFor(RESERVED_BYTES) + 1) throw new RangeError(`maximumBytes must be at least ${RESERVED_BYTES + PAGE} (64 KiB are reserved), got ${maximumBytes}`);
     const initial = Math.max(pagesFor(RESERVED_BYTES) + 1, pagesFor(initialBytes));
     if (initial > maximum) throw new RangeError(`initialBytes (${initialBytes}) exceeds maximumBytes (${maximumBytes})`);
     this.memory = new WebAssembly.Memory({ initial, maximum, shared: true });

@@ -174,13 +174,25 @@ export class KvStore {
     const wanted = Math.floor(Math.min(upToTokens, tokenIds.length) / this.chunkTokens);
     const keys = chunkKeys(this.space, tokenIds, cacheSalt, wanted);
     const located = await this.locate(keys);
-    // Fetch concurrently, then accept in order: one slow chunk does not serialize the rest.
-    const fetches = located.map((tier, i) => this.fetch(keys[i]!, tier));
+    // Local reads all start at once. Redis GETs go one after another: on one connection they would
+    // queue anyway, and each gets its own deadline only if it is not waiting behind the others. A
+    // failed chunk stops the chain, since nothing after it can be used.
+    let stop = false;
+    let redisChain: Promise<unknown> = Promise.resolve();
+    const fetches = located.map((tier, i) => {
+      if (tier !== 'redis') return this.fetch(keys[i]!, tier);
+      const p = redisChain.then(() => (stop ? undefined : this.fetch(keys[i]!, tier)));
+      redisChain = p;
+      return p;
+    });
     const chunks: Uint8Array[] = [];
     const tierOfEach: TierName[] = [];
     for (let i = 0; i < fetches.length; i++) {
       const payload = await fetches[i]!;
-      if (!payload) break;
+      if (!payload) {
+        stop = true;
+        break;
+      }
       chunks.push(payload);
       tierOfEach.push(located[i]!);
     }

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { parseBytes, parseFlags, UsageError } from '../cli/args.ts';
 import type { Engine, EngineOptions } from '../engine/api.ts';
 import { createHttpServer, type OpenAIServer } from './index.ts';
-import { startRegistration } from './register.ts';
+import { connectableEndpoint, startRegistration } from './register.ts';
 
 const FLAGS = {
   model: { type: 'string', help: 'built-in name, path, or synthetic:<preset>' },
@@ -86,8 +86,21 @@ export async function main(argv: string[]): Promise<number> {
   const url = `http://${http.host.includes(':') ? `[${http.host}]` : http.host}:${port}`;
   console.log(`tandem serve: ${engine.info.modelName} on ${url} (role ${engine.info.role}, kv port ${kvPort ?? 'none'})`);
 
-  const registration = http.register ? startRegistration(http.register, { url, engine, kvPort }) : undefined;
+  let registration;
+  if (http.register) {
+    // Tell the gateway an address it can reach: a wildcard bind means "this machine".
+    const reachable = engineOpts.kvAdvertiseHost ?? (isWildcard(http.host) ? '127.0.0.1' : http.host);
+    registration = startRegistration(http.register, {
+      url: `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`,
+      engine,
+      kvEventsEndpoint: engineOpts.kvEventsEndpoint && connectableEndpoint(engineOpts.kvEventsEndpoint, reachable),
+    });
+  }
   return shutdownOnSignal(server, engine, http.drainTimeoutMs, registration);
+}
+
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::' || host === '[::]';
 }
 
 function engineOptions(f: Flags, model: string): EngineOptions {

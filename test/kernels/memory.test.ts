@@ -43,4 +43,8 @@ test('createKernels rejects unknown kinds and bad sizes', async () => {
   await assert.rejects(createKernels('gpu' as 'wasm'), /unknown kernels kind/);
   await assert.rejects(createKernels('reference', { initialBytes: 1 << 20, maximumBytes: 1 << 18 }), /exceeds maximumBytes/);
   await assert.rejects(createKernels('wasm', { maximumBytes: -1 }), /maximumBytes/);
+  // a small maximum alone is fine: the default initial size shrinks to fit
+  const small = await createKernels('wasm', { maximumBytes: 1 << 20 });
+  assert.equal(small.memory.buffer.byteLength, 1 << 20);
+  assert.throws(() => small.alloc(1 << 20), /cannot grow/);
 });
