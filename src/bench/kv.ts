@@ -153,6 +153,7 @@ export async function main(argv: string[]): Promise<number> {
   });
   const minIterations = Math.max(3, f['min-iterations'] ?? 20);
   const frameBytes = parseBytes(f['frame-bytes'] ?? '1MiB');
+  const load0 = os.loadavg();
 
   const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--kv-bench-server', String(frameBytes)], { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
@@ -216,6 +217,8 @@ export async function main(argv: string[]): Promise<number> {
       `Each KV pull is a full transfer: PULL, DATA frames (up to ${fmtBytes(frameBytes)} of KV each, CRC-32 checked), END. Raw TCP is the same byte count`,
       'sent from a pre-filled buffer and read into a pre-allocated one, alternating with the KV pulls. Latency is one transfer,',
       'start to last byte, sequential; GB/s = payload / p50. Target: KV ≥ 0.6× raw TCP from 1 MiB up (⚠ marks a miss).',
+      `Load average during the run: ${load0.map((x) => x.toFixed(1)).join(' / ')} at start, ${os.loadavg().map((x) => x.toFixed(1)).join(' / ')} at the end`,
+      '(1/5/15 min; above ~2 the other processes on this 2-vCPU machine compete with both ends, so absolute numbers drop and the ratio is noisy).',
       '',
       table(rows),
       '',

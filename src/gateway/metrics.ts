@@ -56,12 +56,26 @@ export class GatewayMetrics {
     for (const r of ['decode-only', 'prefill-decode']) this.requests.labels(r);
   }
 
+  private readonly requestChildren = new Map<string, Counter.Internal>();
+  private readonly decisionChildren = new Map<string, Counter.Internal>();
+  private readonly durationChildren = new Map<string, Histogram.Internal<'route'>>();
+
   request(route: RouteDecision): void {
-    this.requests.labels(route).inc();
+    let c = this.requestChildren.get(route);
+    if (!c) this.requestChildren.set(route, (c = this.requests.labels(route)));
+    c.inc();
   }
 
   decision(d: RouteDecision): void {
-    this.decisions.labels(d).inc();
+    let c = this.decisionChildren.get(d);
+    if (!c) this.decisionChildren.set(d, (c = this.decisions.labels(d)));
+    c.inc();
+  }
+
+  observeDuration(route: RouteDecision, seconds: number): void {
+    let h = this.durationChildren.get(route);
+    if (!h) this.durationChildren.set(route, (h = this.duration.labels(route)));
+    h.observe(seconds);
   }
 
   error(reason: ErrorReason): void {

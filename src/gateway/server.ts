@@ -312,7 +312,7 @@ export class Gateway {
       clearTimeout(timer);
       res.off('close', onClose);
       this.inflight--;
-      this.metrics.duration.labels(route).observe((performance.now() - start) / 1000);
+      this.metrics.observeDuration(route, (performance.now() - start) / 1000);
     }
   }
 

@@ -17,6 +17,7 @@ import {
   checkMatrix,
   checkPool,
   checkPosition,
+  checkRopeStyle,
 } from './validate.ts';
 
 const f = Math.fround;
@@ -144,6 +145,7 @@ export function createReferenceKernels(opts: MemoryOptions = {}): Kernels {
       checkCount('rows', rows);
       checkCount('nHeads', nHeads);
       checkHeadDim(headDim);
+      checkRopeStyle(style);
       const pairs = headDim / 2;
       const xv = f32(x, rows * nHeads * headDim);
       const pos = i32(positions, rows);

@@ -48,6 +48,7 @@ export class RopeTable {
 export class RopeTables {
   private readonly tables = new Map<string, RopeTable>();
   get(theta: number, headDim: number): RopeTable {
+    if (!(Number.isFinite(theta) && theta > 0)) throw new RangeError(`rope theta must be a positive number, got ${theta}`);
     const key = `${theta}/${headDim}`;
     let t = this.tables.get(key);
     if (!t) {

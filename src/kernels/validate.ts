@@ -1,7 +1,7 @@
 // Boundary checks shared by both backends. Cheap (a few comparisons per call) so they stay on in the
 // hot path: a bad shape must fail with a precise error, not read someone else's memory.
 
-import type { Matrix } from '../model/types.ts';
+import type { Matrix, RopeStyle } from '../model/types.ts';
 import type { KvPoolLayout } from './types.ts';
 
 export const Q8_0_BLOCK = 32;
@@ -64,4 +64,8 @@ export function checkHeadDim(headDim: number): void {
 /** Positions index f32 angles and score buffers: integers in [0, 2^24). */
 export function checkPosition(pos: number): void {
   if (!isCount(pos) || pos >= 1 << 24) throw new RangeError(`position must be an integer in [0, 2^24), got ${pos}`);
+}
+
+export function checkRopeStyle(style: RopeStyle): void {
+  if (style !== 'interleaved' && style !== 'neox') throw new RangeError(`rope style must be 'interleaved' or 'neox', got ${String(style)}`);
 }

@@ -18,6 +18,7 @@ import {
   checkMatrix,
   checkPool,
   checkPosition,
+  checkRopeStyle,
 } from './validate.ts';
 
 export const WASM_PATH = new URL('../../build/kernels.wasm', import.meta.url);
@@ -149,7 +150,7 @@ export async function createWasmKernels(opts: MemoryOptions = {}): Promise<Kerne
       checkCount('rows', rows);
       checkCount('nHeads', nHeads);
       checkHeadDim(headDim);
-      if (style !== 'interleaved' && style !== 'neox') throw new RangeError(`rope: unknown style ${String(style)}`);
+      checkRopeStyle(style);
       const table = ropeTables.get(theta, headDim);
       const pos = i32(positions, rows);
       const mark = mem.mark();

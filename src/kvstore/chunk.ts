@@ -13,8 +13,22 @@
 //    16    32  key (the chunk's raw sha256 chain hash)
 //    48     4  CRC-32 of header bytes [0, 48) followed by the payload, u32 LE
 //    52    12  reserved (0) — pads the payload to a 64-byte boundary so typed views need no copy
-import { crc32 } from 'node:zlib';
+import * as zlib from 'node:zlib';
 import type { KvDtype } from '../kernels/types.ts';
+
+// zlib.crc32 is native (several GB/s) but only exists from Node 20.15; package.json allows 20.10.
+const CRC_TABLE = new Int32Array(256).map((_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c;
+});
+function crc32Js(data: Uint8Array, value = 0): number {
+  let c = ~value;
+  for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
+  return ~c >>> 0;
+}
+const crc32: (data: Uint8Array, value?: number) => number =
+  typeof (zlib as { crc32?: unknown }).crc32 === 'function' ? (zlib as unknown as { crc32: typeof crc32Js }).crc32 : crc32Js;
 
 export const HEADER_BYTES = 64;
 const MAGIC = 0x43564b54; // "TKVC" read as u32 LE

@@ -99,6 +99,9 @@ export class KvStore {
   private readonly diskQueue?: WriteQueue<WriteJob>;
   private readonly redisQueue?: WriteQueue<WriteJob>;
   private closed = false;
+  /** Keys Redis was recently seen to hold, so re-storing a prompt loaded from Redis gathers nothing.
+   * Bounded; forgotten on a failed GET, so a key Redis evicted is written again next time. */
+  private readonly redisKnown = new Set<string>();
 
   /** Build a store from a `--kv-store` spec: memory:<size>[,disk:<dir>:<size>][,redis://host:port[/db]]. */
   static async fromSpec(spec: string, opts: KvStoreOptions): Promise<KvStore> {
@@ -230,7 +233,7 @@ export class KvStore {
       // Memory is write-through: a chunk there was already handed to the other tiers.
       if (this.memory?.has(key)) continue;
       const toDisk = this.disk !== undefined && !this.disk.known(key) && this.admit(this.diskQueue!, 'disk', this.disk.writable);
-      const toRedis = this.redis !== undefined && this.admit(this.redisQueue!, 'redis', this.redis.available);
+      const toRedis = this.redis !== undefined && !this.redisKnown.has(key) && this.admit(this.redisQueue!, 'redis', this.redis.available);
       if (!this.memory && !toDisk && !toRedis) continue;
       const payload = getChunkBytes(i);
       if (payload.byteLength !== this.chunkBytes) {
@@ -298,8 +301,13 @@ export class KvStore {
           remoteFrom = i;
           remote = (await this.redis.existsMany(keys.slice(i))) ?? [];
         }
-        if (remote[i - remoteFrom]) out.push('redis');
-        else break;
+        if (remote[i - remoteFrom]) {
+          this.rememberInRedis(key);
+          out.push('redis');
+        } else {
+          this.redisKnown.delete(key);
+          break;
+        }
       } else break;
     }
     return out;
@@ -314,7 +322,11 @@ export class KvStore {
       return p;
     }
     const bytes = tier === 'disk' ? await this.disk!.read(key) : await this.redis!.get(key);
-    if (!bytes) return undefined; // gone since lookup (evicted, another engine, Redis down): a plain miss
+    if (!bytes) {
+      // Gone since the lookup (evicted, another engine, Redis down): a plain miss.
+      if (tier === 'redis') this.redisKnown.delete(key);
+      return undefined;
+    }
     try {
       const payload = decodeChunk(bytes, { key, dtype: this.kvDtype, tokens: this.chunkTokens, payloadBytes: this.chunkBytes });
       this.metrics.loadSeconds.observe({ tier }, (performance.now() - started) / 1000);
@@ -323,7 +335,10 @@ export class KvStore {
       if (!(e instanceof ChunkError)) throw e;
       this.metrics.errors.inc({ tier, reason: e.reason });
       if (tier === 'disk') this.disk!.remove(key);
-      else void this.redis!.remove(key);
+      else {
+        this.redisKnown.delete(key);
+        void this.redis!.remove(key);
+      }
       this.opts.onRemoved?.([key], tier);
       return undefined;
     }
@@ -341,7 +356,15 @@ export class KvStore {
 
   private async writeRedis(job: WriteJob): Promise<void> {
     const r = await this.redis!.put(job.key, this.header(job), job.payload);
-    if (r === 'written' || r === 'present') this.opts.onStored?.([job.key], 'redis');
-    else if (r === 'down') this.metrics.writeDrops.inc({ tier: 'redis' });
+    if (r === 'written' || r === 'present') {
+      this.rememberInRedis(job.key);
+      this.opts.onStored?.([job.key], 'redis');
+    } else if (r === 'down') this.metrics.writeDrops.inc({ tier: 'redis' });
+  }
+
+  private rememberInRedis(key: string): void {
+    this.redisKnown.delete(key);
+    this.redisKnown.add(key);
+    if (this.redisKnown.size > 65_536) this.redisKnown.delete(this.redisKnown.values().next().value!);
   }
 }

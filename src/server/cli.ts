@@ -82,7 +82,7 @@ export async function main(argv: string[]): Promise<number> {
     throw Object.assign(new Error(`cannot listen on ${http.host}:${http.port}: ${(err as Error).message}`), { userFacing: true });
   }
   const port = (server.address() as AddressInfo).port;
-  const kvPort = kvPortOf(engine);
+  const kvPort = engine.info.kvPort;
   const url = `http://${http.host.includes(':') ? `[${http.host}]` : http.host}:${port}`;
   console.log(`tandem serve: ${engine.info.modelName} on ${url} (role ${engine.info.role}, kv port ${kvPort ?? 'none'})`);
 
@@ -177,13 +177,6 @@ function oneOf<T extends string>(v: string | undefined, name: string, allowed: r
 function nonEmpty(v: string | undefined, name: string): string | undefined {
   if (v === '') throw new UsageError(`--${name} must not be empty`);
   return v;
-}
-
-/** The KV transfer port, once the engine exposes it (EngineInfo has no field for it yet). */
-export function kvPortOf(engine: Engine): number | undefined {
-  const e = engine as Engine & { kvPort?: number; info: { kvPort?: number } };
-  const p = e.info.kvPort ?? e.kvPort;
-  return typeof p === 'number' ? p : undefined;
 }
 
 function listen(server: OpenAIServer, port: number, host: string): Promise<void> {

@@ -98,7 +98,7 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
           engine_id: info.engineId,
           prefix_caching: info.prefixCaching,
         };
-        const kvPort = opts.kvPort ?? (info as { kvPort?: number }).kvPort;
+        const kvPort = opts.kvPort ?? engine.info.kvPort;
         if (kvPort !== undefined) tandem.kv_port = kvPort;
         sendJson(
           res,

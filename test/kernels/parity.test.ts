@@ -316,6 +316,7 @@ test('argument checks: precise errors, no wasm traps', () => {
     assert.throws(() => k.attention(0, 0, pool, 0, 3, 0, 0, 0, 0), /multiple of nKvHeads/);
     assert.throws(() => k.rope(0, putI32(k, [-1]), 1, 1, 8, 10000, 'neox'), /position/);
     assert.throws(() => k.rope(0, 0, 1, 1, 7, 10000, 'neox'), /headDim/);
+    assert.throws(() => k.rope(0, 0, 1, 1, 8, 10000, 'gptj' as 'neox'), /rope style/);
     assert.throws(() => k.matmul(0, 0, k.packMatrix({ type: 'f32', rows: 1, cols: 1, data: new Float32Array(1) }), 1.5), /rows/);
     k.release(m);
   }

@@ -153,3 +153,24 @@ test('disk full (ENOSPC on a 32 KiB tmpfs): the tier stops writing, logs once, r
     execFileSync('umount', [d]);
   }
 });
+
+test('redis unreachable at startup: the store opens within its bound, serves other tiers, logs once', async () => {
+  // A port nothing listens on: take one from a server we start and stop.
+  const gone = await startRedis();
+  await gone.stop();
+  const t0 = performance.now();
+  const { store, rec } = await openStore(`memory:1MiB,${gone.url}`);
+  assert.ok(performance.now() - t0 < 5000);
+  try {
+    assert.equal(store.stats().redis!.available, false);
+    const p = prompt(CHUNK * 2, 81);
+    store.store(p, '', 0, (i) => payloadFor(p, i));
+    await store.flush();
+    assert.deepEqual((await store.load(p)).tierOfEach, ['memory', 'memory']);
+    await sleep(300);
+    assert.equal(rec.logs.length, 1, rec.logs.join('\n'));
+    assert.match(rec.logs[0]!, /unavailable/);
+  } finally {
+    await store.close();
+  }
+});

@@ -13,6 +13,8 @@ const MODEL = 'stories260K';
 
 interface Serve {
   url: string;
+  /** the KV transfer port from the listening line ('none' when the engine runs none) */
+  kvPort: string;
   proc: ChildProcess;
   client: OpenAI;
   output: () => string;
@@ -35,6 +37,7 @@ async function serve(...args: string[]): Promise<Serve> {
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (out += d));
+  let kvPort = 'none';
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no listening line within 60 s:\n${out}`)), 60_000);
     const check = () => {
@@ -42,6 +45,7 @@ async function serve(...args: string[]): Promise<Serve> {
       if (m) {
         clearTimeout(timer);
         assert.equal(m[1], MODEL);
+        kvPort = m[4]!;
         resolve(m[2]!);
       }
     };
@@ -55,6 +59,7 @@ async function serve(...args: string[]): Promise<Serve> {
   let terminated = false;
   return {
     url,
+    kvPort,
     proc,
     client: new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0, timeout: 60_000 }),
     output: () => out,
@@ -237,7 +242,11 @@ describe('tandem serve with the real engine', T, () => {
     assert.equal(d.json.prompt.trim(), 'Once upon a time');
     const models = await s.client.models.list();
     assert.equal(models.data[0]!.id, MODEL);
-    assert.equal((models.data[0] as any).tandem.block_size, 16);
+    const meta = (models.data[0] as any).tandem;
+    assert.equal(meta.block_size, 16);
+    assert.equal(meta.role, 'both');
+    if (s.kvPort !== 'none') assert.equal(String(meta.kv_port), s.kvPort, 'the advertised KV port is the one printed');
+    assert.equal((await fetch(`${s.url}/health`)).status, 200);
   });
 });
 
@@ -285,5 +294,31 @@ test('queue full → 429 with Retry-After; SIGTERM drains (503) and exits 0', T,
     assert.equal(await exit, 0, s.output());
   } finally {
     if (s.proc.exitCode === null) s.proc.kill('SIGKILL');
+  }
+});
+
+test('P/D over HTTP: the prefill leg returns kv_transfer_params at the top level; the decode leg continues identically', T, async () => {
+  const [p, d] = await Promise.all([serve('--role', 'prefill'), serve('--role', 'decode')]);
+  try {
+    const prompt = 'Once upon a time, there was a little dog who';
+    const headers = { 'x-request-id': 'pd-http-1' };
+    // vLLM's NIXL protocol, as llm-d's sidecar and vLLM's toy proxy drive it
+    const leg1 = await post(`${p.url}/v1/completions`, {
+      model: MODEL, prompt, temperature: 0, max_tokens: 1, stream: false,
+      kv_transfer_params: { do_remote_decode: true, do_remote_prefill: false, remote_engine_id: null, remote_block_ids: null, remote_host: null, remote_port: null },
+    }, headers);
+    assert.equal(leg1.status, 200, JSON.stringify(leg1.json));
+    const kv = leg1.json.kv_transfer_params;
+    assert.equal(kv.do_remote_prefill, true);
+    assert.equal(kv.do_remote_decode, false);
+    assert.equal(kv.remote_request_id, 'pd-http-1');
+    assert.ok(Array.isArray(kv.remote_block_ids));
+    const leg2 = await post(`${d.url}/v1/completions`, { model: MODEL, prompt, temperature: 0, max_tokens: 24, kv_transfer_params: kv }, headers);
+    assert.equal(leg2.status, 200, JSON.stringify(leg2.json));
+    assert.ok(leg2.json.usage.prompt_tokens_details.cached_tokens > 0, 'the decode engine loaded the prompt KV');
+    const local = await post(`${d.url}/v1/completions`, { model: MODEL, prompt, temperature: 0, max_tokens: 24, cache_salt: 'fresh' });
+    assert.equal(leg2.json.choices[0].text, local.json.choices[0].text);
+  } finally {
+    assert.deepEqual(await Promise.all([p.stop(), d.stop()]), [0, 0], p.output() + d.output());
   }
 });
