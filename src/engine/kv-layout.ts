@@ -148,7 +148,7 @@ export function scatterTokens(
   if (src.byteLength < bytes) throw new RangeError(`scatterTokens: input has ${src.byteLength} bytes, needs ${bytes}`);
   if (count === 0) return;
   // Typed views need aligned offsets; copy unaligned input once.
-  const aligned = src.byteOffset % 4 === 0 ? src : src.slice(0, bytes);
+  const aligned = src.byteOffset % 4 === 0 ? src : new Uint8Array(src.subarray(0, bytes)); // Buffer#slice would be a view
   const srcView = view(aligned.buffer, aligned.byteOffset, srcDtype, bytes / eltBytes(srcDtype));
   for (let layer = 0; layer < l.nLayers; layer++) {
     for (let kv = 0; kv < 2; kv++) {

@@ -192,6 +192,8 @@ export class KvConnector implements ExternalKvSource {
         } else {
           this.opts.log?.(`request ${seq.id}: KV pull failed (${reason}); recomputing the prompt locally`);
         }
+        // Free the prefill side's blocks now rather than at lease expiry (best effort).
+        if (reason !== 'unreachable') this.notNeeded(r.remote);
         engine.kick();
       },
     );

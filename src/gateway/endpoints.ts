@@ -337,6 +337,11 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
     }
   }
 
+  mayTokenize(candidates: readonly Endpoint[]): boolean {
+    for (const c of candidates) if (this.byId.get(c.id)?.tokenizeSupported !== false) return true;
+    return false;
+  }
+
   /** Exact ids from the first candidate that answers POST /tokenize (vLLM shape); undefined if none can. */
   async tokenize(req: SchedulingRequest, candidates: readonly EndpointState[] | readonly Endpoint[]): Promise<number[] | undefined> {
     for (const c of candidates) {

@@ -30,6 +30,8 @@ export const REDIS_DEFAULTS: RedisTierOptions = {
 export interface RedisTierHooks {
   log(line: string): void;
   error(reason: string): void;
+  /** Back after being down: whatever we believed Redis held may be gone (a restart without persistence). */
+  recovered(): void;
 }
 
 class Timeout extends Error {
@@ -187,7 +189,10 @@ export class RedisTier {
     if (this.up) return;
     const wasDown = this.downSince !== 0;
     this.up = true;
-    if (wasDown) this.hooks.log(`redis tier ${this.url} available again after ${((Date.now() - this.downSince) / 1000).toFixed(1)} s`);
+    if (wasDown) {
+      this.hooks.log(`redis tier ${this.url} available again after ${((Date.now() - this.downSince) / 1000).toFixed(1)} s`);
+      this.hooks.recovered();
+    }
     this.downSince = 0;
     this.backoffMs = this.opts.minBackoffMs;
   }

@@ -150,6 +150,7 @@ export class KvStore {
       this.redis = new RedisTier(spec.redis.url, spec.redis, { ...REDIS_DEFAULTS, ...opts.redis }, {
         log: this.log,
         error: (reason) => this.metrics.errors.inc({ tier: 'redis', reason }),
+        recovered: () => this.redisKnown.clear(),
       });
       this.redisQueue = new WriteQueue(queueLimit, (job) => this.writeRedis(job));
     }

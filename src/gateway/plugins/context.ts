@@ -11,6 +11,8 @@ export interface EndpointEvents {
 export interface EngineTokenizer {
   /** exact token ids from an engine's POST /tokenize, or undefined when no endpoint can tokenize */
   tokenize(req: SchedulingRequest, candidates: readonly Endpoint[]): Promise<number[] | undefined>;
+  /** false when every candidate is known not to tokenize: callers can stay synchronous */
+  mayTokenize(candidates: readonly Endpoint[]): boolean;
 }
 
 export interface PluginContext {

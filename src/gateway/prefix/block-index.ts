@@ -3,17 +3,25 @@
 // producer (keys recomputed from KV events).
 
 export class BlockIndex {
-  private readonly perEndpoint = new Map<string, Map<number, true>>();
+  /** key → insertion stamp; Map insertion order is the LRU order */
+  private readonly perEndpoint = new Map<string, Map<number, number>>();
+  private stamp = 0;
 
   constructor(private readonly capacityPerEndpoint: number) {}
 
   add(endpointId: string, keys: readonly number[]): void {
     let set = this.perEndpoint.get(endpointId);
     if (!set) this.perEndpoint.set(endpointId, (set = new Map()));
+    // approximate LRU: a key refreshed within the last half capacity of insertions is young enough,
+    // so hot prefixes (the common case) cost one lookup per block instead of a delete + insert
+    const young = this.capacityPerEndpoint / 2;
     for (const k of keys) {
-      // delete + set moves the key to the young end of the Map's insertion order
-      if (set.has(k)) set.delete(k);
-      set.set(k, true);
+      const s = set.get(k);
+      if (s !== undefined) {
+        if (this.stamp - s < young) continue;
+        set.delete(k);
+      }
+      set.set(k, ++this.stamp);
     }
     if (set.size > this.capacityPerEndpoint) {
       let excess = set.size - this.capacityPerEndpoint;

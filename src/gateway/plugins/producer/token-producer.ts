@@ -25,7 +25,8 @@ export const tokenProducer: PluginFactory = {
       name,
       kind: 'producer',
       produce(req, endpoints) {
-        if (backend === 'estimate') {
+        if (req.tokens?.exact) return; // the client sent token ids
+        if (backend === 'estimate' || (cache.size === 0 && !ctx.tokenizer.mayTokenize(endpoints))) {
           req.tokens = { count: estimate(req.promptText), exact: false };
           return;
         }
