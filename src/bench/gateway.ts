@@ -5,7 +5,7 @@
 // prompts. Load generator: wrk (installed with apt-get when missing), else an undici generator.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir, cpus } from 'node:os';
+import { tmpdir, cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseFlags, UsageError } from '../cli/args.ts';
@@ -255,6 +255,7 @@ http {
     const measure = (port: number, conns: number, body: string) =>
       useWrk ? Promise.resolve(runWrk(`http://127.0.0.1:${port}/v1/completions`, conns, secs, files[body]!)) : runUndici(`http://127.0.0.1:${port}/v1/completions`, conns, secs, files[body]!);
 
+    const loadBefore = loadavg()[0]!;
     const results: Record<string, Record<string, Measure>> = {};
     for (const [name, port] of targets) {
       results[name] = {};
@@ -282,7 +283,8 @@ http {
       'Backend: trivial node:http server (fixed 220-byte completion JSON; SSE of 4 events + [DONE]). The gateway runs its full default',
       'scheduler (token producer, approximate prefix index, queue/kv-cache/prefix/active-request scorers, disagg profile handler with',
       'prefix-based decider) with the backend as its only decode endpoint. nginx 1.22: 1 worker, upstream keepalive 64, keepalive_requests 1e6.',
-      'Load generator, proxy and backend share the machine\'s cores.',
+      `Load generator, proxy and backend share the machine's cores; 1-minute load average ${loadBefore.toFixed(1)} before and ${loadavg()[0]!.toFixed(1)} after the run`,
+      '(anything well above 1 means other work competed for the CPU and the numbers are noisy).',
       '',
       '| target | p50 c=1 | p99 c=1 | req/s c=32 | stream p50 c=1 | stream p99 c=1 | stream req/s c=32 | req/s c=32, 100 KB prompt |',
       '|---|---|---|---|---|---|---|---|',

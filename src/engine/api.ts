@@ -112,6 +112,8 @@ export interface Engine {
   readonly chatTemplate?: string;
   /** Admit a request or throw EngineError (context too long: 400; queue full: 429; draining: 503). */
   submit(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
+  /** Tokens of a prompt's prefix this engine holds, per tier (GPU = block pool; memory/disk/redis = KV store). */
+  kvLookup?(promptIds: number[], cacheSalt?: string): Promise<{ tokens: number; perTier: Record<string, number> }>;
   /** Stop admitting; resolve when running requests have finished or `timeoutMs` passed (the rest are aborted). */
   drain(timeoutMs: number): Promise<void>;
   close(): Promise<void>;

@@ -84,6 +84,8 @@ export async function main(argv: string[]): Promise<number> {
   const port = (server.address() as AddressInfo).port;
   const kvPort = engine.info.kvPort;
   const url = `http://${http.host.includes(':') ? `[${http.host}]` : http.host}:${port}`;
+  // KV events name the engine by the address routers use for it.
+  engine.setAdvertisedAddress(engineOpts.kvAdvertiseHost ?? (isWildcard(http.host) ? '127.0.0.1' : http.host), port);
   console.log(`tandem serve: ${engine.info.modelName} on ${url} (role ${engine.info.role}, kv port ${kvPort ?? 'none'})`);
 
   let registration;

@@ -171,6 +171,29 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
         );
       },
     },
+    '/v1/kv/lookup': {
+      // For routers (LMCache's lookup API): how much of this prompt's prefix each tier holds.
+      POST: async (req, res) => {
+        const f = new Fields(await readJson(req));
+        checkModel(f, served);
+        let tokens: number[];
+        const raw = f.raw('tokens');
+        if (raw !== undefined) {
+          if (!Array.isArray(raw)) throw new ApiError(400, 'tokens must be an array of token ids', 'invalid_request_error', 'tokens');
+          checkTokenIds(raw, 'tokens', tok.vocabSize);
+          tokens = raw as number[];
+        } else if (f.has('messages')) {
+          tokens = chatPrompt(f, served);
+        } else {
+          const prompt = f.string('prompt');
+          if (prompt === undefined) throw new ApiError(400, 'one of prompt, tokens or messages is required', 'invalid_request_error', 'prompt');
+          tokens = completionPrompt(prompt, tok, true);
+        }
+        const salt = f.string('cache_salt');
+        const r = engine.kvLookup ? await engine.kvLookup(tokens, salt) : { tokens: 0, perTier: {} };
+        sendJson(res, 200, { prompt_tokens: tokens.length, matched_tokens: r.tokens, per_tier: r.perTier });
+      },
+    },
     '/detokenize': {
       POST: async (req, res) => {
         const f = new Fields(await readJson(req));

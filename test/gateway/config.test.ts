@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadSchedulerConfig, ConfigError, DEFAULT_CONFIG_YAML, ObservedRates, PD_PROXY_CONFIG_YAML, type PluginContext } from '../../src/gateway/index.ts';
 
-const ctx: PluginContext = { rates: new ObservedRates(), endpoints: { onEndpoint: () => () => {} }, tokenizer: { tokenize: async () => undefined }, log: () => {} };
+const ctx: PluginContext = { rates: new ObservedRates(), endpoints: { onEndpoint: () => () => {} }, tokenizer: { tokenize: async () => undefined, mayTokenize: () => false }, log: () => {} };
 const load = (text: string) => loadSchedulerConfig(text, ctx, 'test.yaml');
 
 function errorOf(text: string): string {

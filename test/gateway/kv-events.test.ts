@@ -42,7 +42,7 @@ test('precise index over ZMQ: stored blocks (both encodings) are matched by toke
   const producer = pluginRegistry.get('precise-prefix-cache-producer')!.create('precise', {}, {
     rates: new ObservedRates(),
     endpoints: { onEndpoint: (added) => (added(engine), () => {}) },
-    tokenizer: { tokenize: async () => undefined },
+    tokenizer: { tokenize: async () => undefined, mayTokenize: () => false },
     log: (l) => logs.push(l),
   }) as PrecisePrefixProducer;
   let seq = 0n;

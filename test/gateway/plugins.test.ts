@@ -22,7 +22,7 @@ function ctx(overrides: Partial<PluginContext> = {}): PluginContext {
   return {
     rates: new ObservedRates(),
     endpoints: { onEndpoint: () => () => {} },
-    tokenizer: { tokenize: async () => undefined },
+    tokenizer: { tokenize: async () => undefined, mayTokenize: () => false },
     log: () => {},
     ...overrides,
   };
@@ -184,7 +184,7 @@ test('cost-model decider: splits long prompts when the prefill engine is faster,
 
 test('token-producer: estimate, engine ids with a cache, and fallback', async () => {
   let calls = 0;
-  const c = ctx({ tokenizer: { tokenize: async () => (calls++, [1, 2, 3]) } });
+  const c = ctx({ tokenizer: { tokenize: async () => (calls++, [1, 2, 3]), mayTokenize: () => true } });
   const est = make<DataProducer>('token-producer', { backend: 'estimate' }, c);
   const r1 = req('12345678');
   await est.produce(r1, []);

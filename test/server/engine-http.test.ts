@@ -322,3 +322,21 @@ test('P/D over HTTP: the prefill leg returns kv_transfer_params at the top level
     assert.deepEqual(await Promise.all([p.stop(), d.stop()]), [0, 0], p.output() + d.output());
   }
 });
+
+test('POST /v1/kv/lookup reports the prefix held per tier (block pool and KV store)', T, async () => {
+  const s = await serve('--kv-store', 'memory:64MiB', '--kv-chunk-tokens', '32');
+  try {
+    const prompt = 'Once upon a time, there was a little girl named Lily. She loved to play outside in the park. '.repeat(3);
+    const before = await post(`${s.url}/v1/kv/lookup`, { model: MODEL, prompt });
+    assert.equal(before.status, 200, JSON.stringify(before.json));
+    assert.equal(before.json.matched_tokens, 0);
+    await post(`${s.url}/v1/completions`, { model: MODEL, prompt, max_tokens: 1 });
+    const after = await post(`${s.url}/v1/kv/lookup`, { model: MODEL, prompt });
+    assert.ok(after.json.per_tier.GPU >= 32, JSON.stringify(after.json));
+    assert.ok(after.json.per_tier.memory >= 32, JSON.stringify(after.json));
+    const bad = await post(`${s.url}/v1/kv/lookup`, { model: MODEL, tokens: 'nope' });
+    assert.equal(bad.status, 400);
+  } finally {
+    assert.equal(await s.stop(), 0, s.output());
+  }
+});
