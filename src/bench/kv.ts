@@ -9,6 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { measurePdTtft } from './kv-ttft.ts';
 import { parseBytes, parseFlags, UsageError } from '../cli/args.ts';
 import type { PoolRef } from '../engine/kv-layout.ts';
 import { kvBlockBytes, type KvPoolLayout } from '../kernels/types.ts';
@@ -145,6 +146,10 @@ export async function main(argv: string[]): Promise<number> {
     'frame-bytes': { type: 'string', default: '1MiB', help: 'KV bytes per DATA frame on the server' },
     out: { type: 'string', default: 'docs/benchmarks-kv.md', help: 'markdown report path' },
     'no-write': { type: 'boolean', help: 'print only' },
+    'ttft-model': { type: 'string', default: 'synthetic:100m', help: 'model for the TTFT comparison' },
+    'ttft-tokens': { type: 'number', default: 2048 },
+    'ttft-repeats': { type: 'number', default: 3 },
+    'no-ttft': { type: 'boolean', help: 'skip the TTFT comparison (P/D vs one engine)' },
   });
   const sizes = (f.sizes.length ? f.sizes : DEFAULT_SIZES).map((s) => {
     const b = parseBytes(s);
@@ -223,8 +228,14 @@ export async function main(argv: string[]): Promise<number> {
       table(rows),
       '',
     ].join('\n');
-    console.log(report);
-    if (!f['no-write'] && f.out) writeFileSync(f.out, report);
+    let ttft = '';
+    if (!f['no-ttft']) {
+      const { loadModel } = await import('../model/index.ts');
+      const vocab = (await loadModel(f['ttft-model']!)).config.vocabSize;
+      ttft = '\n## TTFT: prefill → decode vs one engine\n\n' + (await measurePdTtft(f['ttft-model']!, f['ttft-tokens']!, f['ttft-repeats']!, vocab)) + '\n';
+    }
+    console.log(report + ttft);
+    if (!f['no-write'] && f.out) writeFileSync(f.out, report + ttft);
     return 0;
   } finally {
     client.close();

@@ -4,6 +4,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EndpointPool } from './endpoints.ts';
 import type { RouteDecision } from './types.ts';
+import type { BlockIndex } from './prefix/block-index.ts';
 
 export type ErrorReason =
   | 'bad_request' | 'unauthorized' | 'body_too_large' | 'overloaded' | 'no_endpoint' | 'model_not_found'
@@ -22,7 +23,7 @@ export class GatewayMetrics {
   readonly schedulerDuration: Histogram;
   private readonly errorChildren = new Map<string, Counter.Internal>();
 
-  constructor(pool: EndpointPool, defaults = false) {
+  constructor(pool: EndpointPool, defaults = false, prefixIndexes: { name: string; index: BlockIndex }[] = []) {
     const registers = [this.registry];
     if (defaults) collectDefaultMetrics({ register: this.registry, prefix: 'tandem_gateway_process_' });
     this.requests = new Counter({ name: 'tandem_gateway_requests_total', help: 'Inference requests dispatched, by route', labelNames: ['route'], registers });
@@ -50,6 +51,16 @@ export class GatewayMetrics {
       collect() {
         this.reset();
         for (const ep of pool.all()) this.set({ endpoint: ep.id, role: ep.role }, ep.healthy ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'tandem_gateway_prefix_index_blocks',
+      help: 'Prefix blocks each prefix producer believes an endpoint holds (llm-d prefix_indexer_size)',
+      labelNames: ['producer', 'endpoint'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of prefixIndexes) for (const ep of pool.all()) this.set({ producer: p.name, endpoint: ep.id }, p.index.size(ep.id));
       },
     });
     for (const d of ['decode-only', 'prefill-decode']) this.decisions.labels(d);

@@ -21,6 +21,7 @@ import {
   toSchedulingRequest,
 } from './openai.ts';
 import { Scheduler } from './scheduler.ts';
+import type { BlockIndex } from './prefix/block-index.ts';
 import { NoEndpointError, type Endpoint, type SchedulingRequest, type SchedulingResult } from './types.ts';
 
 export interface GatewayOptions {
@@ -99,7 +100,8 @@ export class Gateway {
     }, this.opts.configSource);
     for (const n of config.notes) this.log(`config: ${n}`);
     this.scheduler = new Scheduler(config);
-    this.metrics = new GatewayMetrics(this.pool, this.opts.processMetrics);
+    const indexes = config.producers.filter((p): p is typeof p & { index: BlockIndex } => 'index' in p).map((p) => ({ name: p.name, index: p.index }));
+    this.metrics = new GatewayMetrics(this.pool, this.opts.processMetrics, indexes);
     for (const spec of options.endpoints ?? []) this.pool.upsert(spec, 'static');
     this.server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
       this.route(req, res).catch((err) => {
@@ -512,8 +514,8 @@ export class Gateway {
     if (pd) this.observeSplit(ep, pd.transferTokens, (now - legStart) / 1000);
     else this.rates.observePrefill(ep.id, tokens, (now - legStart) / 1000);
     const res = ex.res;
+    // no flushHeaders: the headers leave in the same packet as the first chunk
     res.writeHead(200, { ...ex.headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-    res.flushHeaders();
     const rewriter = pd ? new SseUsageRewriter(pd.cachedTokens) : undefined;
     let last = now;
     let tail = '';

@@ -112,3 +112,27 @@ test('lease expiry frees the blocks', async () => {
   await new Promise((r) => setTimeout(r, 600));
   assert.equal(p.internals.blockPool.usage, 0);
 });
+
+test('a wrong transfer token or an incompatible prefill engine: clean failure, recompute gives the right text, both keep serving', async () => {
+  const p = await start({ role: 'prefill' });
+  const other = await start({ role: 'prefill', model: 'tinystories-656k' });
+  const d = await start({ role: 'decode' });
+  const prompt = prompts.manyBlocks;
+  const ref = await run(both, prompt, 16);
+  const failures = async () => d.metrics.registry.getSingleMetricAsString('tandem:kv_load_failures_total');
+
+  const leg = (await run(p, prompt, 1, { do_remote_decode: true })).finish.kvTransferParams!;
+  const forged = { ...leg, tandem_transfer_token: 'f'.repeat(32) };
+  assert.deepEqual((await run(d, prompt, 16, forged)).ids, ref.ids);
+  assert.match(await failures(), /reason="bad-token"\} 1/);
+
+  // params that point at an engine serving another model: the handshake refuses
+  const otherPort = (await run(other, 'Once upon a time', 1, { do_remote_decode: true })).finish.kvTransferParams!['remote_port'];
+  const mismatched = { ...leg, remote_port: otherPort };
+  assert.deepEqual((await run(d, prompt, 16, mismatched)).ids, ref.ids);
+  assert.match(await failures(), /reason="incompatible"\} 1/);
+
+  // both sides still serve: the genuine params work afterwards
+  assert.deepEqual((await run(d, prompt, 16, leg)).ids, ref.ids);
+  assert.deepEqual((await run(p, 'Once upon a time', 8)).ids.length, 8);
+});

@@ -150,15 +150,20 @@ test('tandem up (1 prefill + 1 decode): openai client, the seed\'s 5- and 59-tok
   await assert.rejects(fetch(`${c.url}/health`, { signal: AbortSignal.timeout(2000) }));
 });
 
-function prefixCase(c: Cluster, label: string) {
+function prefixCase(c: Cluster, label: string, producer: string) {
   return async () => {
     const shared = STORY.slice(0, 330);
     const first = await complete(c.url, `${shared} Question zero: what happened?`);
     assert.equal(first.status, 200);
     const holder = first.headers.get('x-tandem-decode-endpoint');
     assert.ok(holder);
-    // precise routing needs the engine's KV events to arrive; approximate learns at routing time
-    await new Promise((r) => setTimeout(r, 500));
+    // the index learnt the prefix for that engine (approximate: at routing time; precise: from its KV events)
+    const deadline = Date.now() + 10_000;
+    let blocks = 0;
+    while (Date.now() < deadline && (blocks = await metric(c.url, 'tandem_gateway_prefix_index_blocks', `producer="${producer}",endpoint="${holder}"`)) === 0) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(blocks > 0, `${label}: ${producer} has no blocks for ${holder}`);
     for (let i = 1; i <= 6; i++) {
       const r = await complete(c.url, `${shared} Question ${i}: who helped ${['Lily', 'Tom', 'the dog', 'her mom', 'a bird', 'the king'][i - 1]}?`);
       assert.equal(r.status, 200);
@@ -169,7 +174,7 @@ function prefixCase(c: Cluster, label: string) {
 
 test('prefix-aware routing, approximate index: repeated prefixes go to the engine that holds them', { skip: engineMissing, timeout: 240_000 }, async () => {
   const c = await up(['--prefill', '0', '--decode', '2', '--no-kv-events']);
-  await prefixCase(c, 'approximate')();
+  await prefixCase(c, 'approximate', 'approx-prefix-cache-producer')();
   assert.equal(await c.stop(), 0);
 });
 
@@ -199,6 +204,6 @@ schedulingProfiles:
 `,
   );
   const c = await up(['--prefill', '0', '--decode', '2', '--config', cfg]);
-  await prefixCase(c, 'precise')();
+  await prefixCase(c, 'precise', 'precise-prefix-cache-producer')();
   assert.equal(await c.stop(), 0);
 });
