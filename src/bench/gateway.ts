@@ -15,7 +15,8 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = join(ROOT, 'bin/tandem.js');
 
 const spec = {
-  duration: { type: 'number', default: 5, help: 'seconds per measurement' },
+  duration: { type: 'number', default: 3, help: 'seconds per measurement' },
+  rounds: { type: 'number', default: 3, help: 'rounds per cell, interleaved across targets; the median is reported' },
   out: { type: 'string', default: 'docs/benchmarks-gateway.md', help: 'markdown report path (relative to the repo)' },
   'no-nginx': { type: 'boolean', help: 'skip the nginx baseline' },
   loadgen: { type: 'string', default: 'auto', help: 'auto | wrk | undici' },
@@ -173,11 +174,11 @@ const us = (msValue: number) => (Number.isFinite(msValue) ? `${(msValue * 1000).
 export async function main(argv: string[]): Promise<number> {
   const f = parseFlags(argv, spec);
   if (f.help) {
-    console.log('usage: tandem bench gateway [--duration 5] [--out docs/benchmarks-gateway.md] [--no-nginx] [--loadgen auto|wrk|undici]');
+    console.log('usage: tandem bench gateway [--duration 3] [--rounds 3] [--out docs/benchmarks-gateway.md] [--no-nginx] [--loadgen auto|wrk|undici]');
     return 0;
   }
   if (f._.length) throw new UsageError(`unexpected argument '${f._[0]}'`);
-  const secs = f.duration ?? 5;
+  const secs = f.duration ?? 3;
   const tmp = mkdtempSync(join(tmpdir(), 'tandem-bench-gw-'));
   const procs: ChildProcess[] = [];
   try {
@@ -256,17 +257,31 @@ http {
       useWrk ? Promise.resolve(runWrk(`http://127.0.0.1:${port}/v1/completions`, conns, secs, files[body]!)) : runUndici(`http://127.0.0.1:${port}/v1/completions`, conns, secs, files[body]!);
 
     const loadBefore = loadavg()[0]!;
+    const rounds = Math.max(1, Math.floor(f.rounds ?? 3));
     const results: Record<string, Record<string, Measure>> = {};
+    const samples: Record<string, Record<string, Measure[]>> = {};
     for (const [name, port] of targets) {
-      results[name] = {};
+      samples[name] = {};
       // warm-up: connections, JIT, the gateway's scrape loop
       await measure(port, 8, 'small');
-      for (const [label, conns, body] of [
-        ['c1', 1, 'small'], ['c32', 32, 'small'], ['c1s', 1, 'smallStream'], ['c32s', 32, 'smallStream'], ['big', 32, 'big'],
-      ] as const) {
-        const m = await measure(port, conns, body);
-        results[name]![label] = m;
-        console.error(`bench gateway: ${name.padEnd(15)} ${label.padEnd(5)} ${fmt(m.rps)} req/s  p50 ${us(m.p50)}  p99 ${us(m.p99)}  errors ${m.errors}`);
+    }
+    // rounds interleave the targets, so a burst of outside load hits all of them alike
+    const cells = [['c1', 1, 'small'], ['c32', 32, 'small'], ['c1s', 1, 'smallStream'], ['c32s', 32, 'smallStream'], ['big', 32, 'big']] as const;
+    for (let round = 0; round < rounds; round++) {
+      for (const [label, conns, body] of cells) {
+        for (const [name, port] of targets) {
+          const m = await measure(port, conns, body);
+          (samples[name]![label] ??= []).push(m);
+          console.error(`bench gateway: round ${round + 1} ${name.padEnd(15)} ${label.padEnd(5)} ${fmt(m.rps)} req/s  p50 ${us(m.p50)}  p99 ${us(m.p99)}  errors ${m.errors}`);
+        }
+      }
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    for (const [name] of targets) {
+      results[name] = {};
+      for (const [label] of cells) {
+        const ms = samples[name]![label]!;
+        results[name]![label] = { rps: median(ms.map((m) => m.rps)), p50: median(ms.map((m) => m.p50)), p99: median(ms.map((m) => m.p99)), errors: ms.reduce((a, m) => a + m.errors, 0) };
       }
     }
 
@@ -279,7 +294,7 @@ http {
     const lines = [
       `# Gateway benchmark`,
       '',
-      `Run ${new Date().toISOString()} on ${cpus().length} vCPU (${cpus()[0]?.model ?? '?'}), Node ${process.version}; load generator ${useWrk ? 'wrk -t1' : 'undici (child process)'}, ${secs} s per cell.`,
+      `Run ${new Date().toISOString()} on ${cpus().length} vCPU (${cpus()[0]?.model ?? '?'}), Node ${process.version}; load generator ${useWrk ? 'wrk -t1' : 'undici (child process)'}, ${secs} s per cell, median of ${rounds} interleaved rounds.`,
       'Backend: trivial node:http server (fixed 220-byte completion JSON; SSE of 4 events + [DONE]). The gateway runs its full default',
       'scheduler (token producer, approximate prefix index, queue/kv-cache/prefix/active-request scorers, disagg profile handler with',
       'prefix-based decider) with the backend as its only decode endpoint. nginx 1.22: 1 worker, upstream keepalive 64, keepalive_requests 1e6.',

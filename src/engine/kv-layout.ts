@@ -98,6 +98,32 @@ export interface PoolRef {
   layout: KvPoolLayout;
 }
 
+/** Visit every contiguous run of token rows of [start, start+count): one per (layer, K/V, block).
+ * `plane` is the token-major offset (in elements) of the run; `poolOffset` its byte offset in the pool. */
+function forEachRun(
+  l: KvPoolLayout,
+  blockTable: ArrayLike<number>,
+  start: number,
+  count: number,
+  visit: (plane: number, poolOffset: number, elements: number) => void,
+): void {
+  const kvDim = kvDimOf(l);
+  for (let layer = 0; layer < l.nLayers; layer++) {
+    for (let kv = 0; kv < 2; kv++) {
+      const planeBase = (layer * 2 + kv) * count * kvDim;
+      let p = start;
+      while (p < start + count) {
+        const t = p % l.blockSize;
+        const run = Math.min(l.blockSize - t, start + count - p);
+        const block = blockTable[Math.floor(p / l.blockSize)];
+        if (block === undefined) throw new RangeError(`token ${p} has no block in the block table`);
+        visit(planeBase + (p - start) * kvDim, poolRowOffset(l, block, layer, kv, t), run * kvDim);
+        p += run;
+      }
+    }
+  }
+}
+
 /** Serialize tokens [start, start+count) of a sequence into token-major format in `dtype`. */
 export function gatherTokens(
   pool: PoolRef,
@@ -108,28 +134,12 @@ export function gatherTokens(
   out?: Uint8Array,
 ): Uint8Array {
   const l = pool.layout;
-  const kvDim = kvDimOf(l);
   const bytes = tokenMajorBytes(l, count, dtype);
   const dst = out ?? new Uint8Array(bytes);
   if (dst.byteLength < bytes) throw new RangeError(`gatherTokens: output has ${dst.byteLength} bytes, needs ${bytes}`);
   if (count === 0) return dst.subarray(0, 0);
   const dstView = view(dst.buffer, dst.byteOffset, dtype, bytes / eltBytes(dtype));
-  for (let layer = 0; layer < l.nLayers; layer++) {
-    for (let kv = 0; kv < 2; kv++) {
-      const planeBase = (layer * 2 + kv) * count * kvDim;
-      let p = start;
-      while (p < start + count) {
-        const blockIdx = Math.floor(p / l.blockSize);
-        const t = p % l.blockSize;
-        const run = Math.min(l.blockSize - t, start + count - p);
-        const block = blockTable[blockIdx];
-        if (block === undefined) throw new RangeError(`gatherTokens: token ${p} has no block`);
-        const srcView = view(pool.buffer, poolRowOffset(l, block, layer, kv, t), l.dtype, run * kvDim);
-        convertRow(srcView, 0, dstView, planeBase + (p - start) * kvDim, run * kvDim);
-        p += run;
-      }
-    }
-  }
+  forEachRun(l, blockTable, start, count, (plane, off, n) => convertRow(view(pool.buffer, off, l.dtype, n), 0, dstView, plane, n));
   return dst.subarray(0, bytes);
 }
 
@@ -143,29 +153,13 @@ export function scatterTokens(
   srcDtype: KvDtype,
 ): void {
   const l = pool.layout;
-  const kvDim = kvDimOf(l);
   const bytes = tokenMajorBytes(l, count, srcDtype);
   if (src.byteLength < bytes) throw new RangeError(`scatterTokens: input has ${src.byteLength} bytes, needs ${bytes}`);
   if (count === 0) return;
   // Typed views need aligned offsets; copy unaligned input once.
   const aligned = src.byteOffset % 4 === 0 ? src : new Uint8Array(src.subarray(0, bytes)); // Buffer#slice would be a view
   const srcView = view(aligned.buffer, aligned.byteOffset, srcDtype, bytes / eltBytes(srcDtype));
-  for (let layer = 0; layer < l.nLayers; layer++) {
-    for (let kv = 0; kv < 2; kv++) {
-      const planeBase = (layer * 2 + kv) * count * kvDim;
-      let p = start;
-      while (p < start + count) {
-        const blockIdx = Math.floor(p / l.blockSize);
-        const t = p % l.blockSize;
-        const run = Math.min(l.blockSize - t, start + count - p);
-        const block = blockTable[blockIdx];
-        if (block === undefined) throw new RangeError(`scatterTokens: token ${p} has no block`);
-        const dstView = view(pool.buffer, poolRowOffset(l, block, layer, kv, t), l.dtype, run * kvDim);
-        convertRow(srcView, planeBase + (p - start) * kvDim, dstView, 0, run * kvDim);
-        p += run;
-      }
-    }
-  }
+  forEachRun(l, blockTable, start, count, (plane, off, n) => convertRow(srcView, plane, view(pool.buffer, off, l.dtype, n), 0, n));
 }
 
 /** Copy tokens [from, from+count) out of a token-major buffer that holds `total` tokens (planes are per layer and K/V). */

@@ -83,6 +83,14 @@ export class GatewayMetrics {
     c.inc();
   }
 
+  private readonly ttftChildren = new Map<string, Histogram.Internal<'route'>>();
+
+  observeTtft(route: RouteDecision, seconds: number): void {
+    let h = this.ttftChildren.get(route);
+    if (!h) this.ttftChildren.set(route, (h = this.ttft.labels(route)));
+    h.observe(seconds);
+  }
+
   observeDuration(route: RouteDecision, seconds: number): void {
     let h = this.durationChildren.get(route);
     if (!h) this.durationChildren.set(route, (h = this.duration.labels(route)));

@@ -488,7 +488,12 @@ export class Gateway {
     this.rates.observeTransfer(tokens * (ep.kvBytesPerToken ?? 16384), seconds);
   }
 
-  private async relayStream(
+  /**
+   * Relays an SSE body event by event as it arrives (plain 'data' events: cheaper than an async
+   * iterator per chunk). Headers are committed with the first chunk, so a stream that breaks before
+   * it can still be retried elsewhere.
+   */
+  private relayStream(
     ex: Exchange,
     ep: EndpointState,
     r: Dispatcher.ResponseData,
@@ -498,59 +503,88 @@ export class Gateway {
     release: () => void,
     canRetry: boolean,
   ): Promise<void> {
-    const it = r.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-    let first: IteratorResult<Buffer>;
-    try {
-      first = await it.next();
-    } catch (err) {
-      this.upstreamFailed(ex, ep, err, 'upstream_connect');
-      if (canRetry) throw new RetryableStreamError(`endpoint ${ep.id} broke before its first byte: ${(err as Error).message}`);
-      throw new HttpError(502, `endpoint ${ep.id} broke before its first byte: ${(err as Error).message}`, 'server_error', 'upstream_error');
-    }
-    release();
-    const now = performance.now();
-    const route = pd ? 'prefill-decode' : 'decode-only';
-    this.metrics.ttft.labels(route).observe((now - ex.start) / 1000);
-    if (pd) this.observeSplit(ep, pd.transferTokens, (now - legStart) / 1000);
-    else this.rates.observePrefill(ep.id, tokens, (now - legStart) / 1000);
+    const body = r.body;
     const res = ex.res;
-    // no flushHeaders: the headers leave in the same packet as the first chunk
-    res.writeHead(200, { ...ex.headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    const route = pd ? 'prefill-decode' : 'decode-only';
     const rewriter = pd ? new SseUsageRewriter(pd.cachedTokens) : undefined;
-    let last = now;
-    let tail = '';
-    const write = async (chunk: Buffer) => {
-      const data = rewriter ? rewriter.push(chunk) : chunk;
-      if (rewriter && data === '') return;
-      if (!rewriter) tail = lastBytes(tail, chunk);
-      else tail = lastBytes(tail, Buffer.from(data as string));
-      if (!res.write(data)) await waitDrain(res, ex.signal);
-    };
-    try {
-      if (!first.done) await write(first.value);
-      for (;;) {
-        const n = await it.next();
-        if (n.done) break;
-        const t = performance.now();
-        this.metrics.itl.observe((t - last) / 1000);
-        last = t;
-        await write(n.value);
-      }
-      if (rewriter) {
-        const rest = rewriter.flush();
-        if (rest) res.write(rest);
-      }
-      res.end();
-    } catch (err) {
-      if (ex.signal.aborted) throw ex.signal.reason;
-      this.metrics.error('decode_stream_broken');
-      this.pool.reportFailure(ep, err);
-      this.log(`stream from ${ep.id} broke for ${ex.sreq.requestId}: ${(err as Error).message}`);
-      // finish the SSE stream properly: an error event the OpenAI clients understand, then [DONE]
-      const sep = tail.endsWith('\n\n') || tail === '' ? '' : '\n\n';
-      const ev = errorBody(`upstream ${ep.id} failed mid-stream: ${(err as Error).message}`, 'server_error', 'upstream_stream_broken');
-      res.end(`${sep}data: ${ev}\n\ndata: [DONE]\n\n`);
-    }
+    return new Promise<void>((resolve, reject) => {
+      let started = false;
+      let finished = false;
+      let last = 0;
+      let tail = '';
+      const cleanup = () => {
+        finished = true;
+        body.off('data', onData);
+        body.off('end', onEnd);
+        body.off('error', onError);
+        ex.signal.removeEventListener('abort', onAbort);
+      };
+      const start = () => {
+        started = true;
+        release();
+        last = performance.now();
+        this.metrics.observeTtft(route, (last - ex.start) / 1000);
+        if (pd) this.observeSplit(ep, pd.transferTokens, (last - legStart) / 1000);
+        else this.rates.observePrefill(ep.id, tokens, (last - legStart) / 1000);
+        // no flushHeaders: the headers leave in the same packet as the first chunk
+        res.writeHead(200, { ...ex.headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      };
+      const onData = (chunk: Buffer) => {
+        if (!started) start();
+        else {
+          const t = performance.now();
+          this.metrics.itl.observe((t - last) / 1000);
+          last = t;
+        }
+        const data = rewriter ? rewriter.push(chunk) : chunk;
+        if (rewriter && data === '') return;
+        tail = lastBytes(tail, typeof data === 'string' ? Buffer.from(data) : data);
+        if (!res.write(data)) {
+          body.pause();
+          res.once('drain', () => body.resume());
+        }
+      };
+      const onEnd = () => {
+        if (finished) return;
+        cleanup();
+        if (!started) start();
+        if (rewriter) {
+          const rest = rewriter.flush();
+          if (rest) res.write(rest);
+        }
+        res.end();
+        resolve();
+      };
+      const onAbort = () => {
+        if (finished) return;
+        cleanup();
+        body.destroy();
+        reject(ex.signal.reason);
+      };
+      const onError = (err: Error) => {
+        if (finished) return;
+        cleanup();
+        if (ex.signal.aborted) return reject(ex.signal.reason);
+        this.pool.reportFailure(ep, err);
+        if (!started) {
+          this.metrics.error('upstream_connect');
+          const msg = `endpoint ${ep.id} broke before its first byte: ${err.message}`;
+          return reject(canRetry ? new RetryableStreamError(msg) : new HttpError(502, msg, 'server_error', 'upstream_error'));
+        }
+        this.metrics.error('decode_stream_broken');
+        this.log(`stream from ${ep.id} broke for ${ex.sreq.requestId}: ${err.message}`);
+        // finish the SSE stream properly: an error event the OpenAI clients understand, then [DONE]
+        const sep = tail.endsWith('\n\n') || tail === '' ? '' : '\n\n';
+        const ev = errorBody(`upstream ${ep.id} failed mid-stream: ${err.message}`, 'server_error', 'upstream_stream_broken');
+        res.end(`${sep}data: ${ev}\n\ndata: [DONE]\n\n`);
+        resolve();
+      };
+      if (ex.signal.aborted) return onAbort();
+      body.on('data', onData);
+      body.on('end', onEnd);
+      body.on('error', onError);
+      ex.signal.addEventListener('abort', onAbort, { once: true });
+    });
   }
 }
 
@@ -559,21 +593,6 @@ class RetryableStreamError extends Error {}
 function lastBytes(prev: string, chunk: Buffer): string {
   const s = chunk.length >= 2 ? chunk.toString('latin1', chunk.length - 2) : prev + chunk.toString('latin1');
   return s.slice(-2);
-}
-
-function waitDrain(res: ServerResponse, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      signal.removeEventListener('abort', done);
-      if (signal.aborted) reject(signal.reason);
-      else resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-    signal.addEventListener('abort', done);
-  });
 }
 
 function sanitize(s: string): string {
