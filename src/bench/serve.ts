@@ -9,6 +9,7 @@ import { loadModel, writeGguf } from '../model/index.ts';
 import { measureLlamaCppServe } from './llamacpp/index.ts';
 import { percentile, repoRoot, startServe, streamCompletion } from './serve-util.ts';
 import { existsSync } from 'node:fs';
+import { request } from 'undici';
 
 async function ggufFor(name: string): Promise<string> {
   if (name === 'stories260K') return join(repoRoot, 'models/stories260K-gguf/stories260K.gguf');
@@ -40,8 +41,22 @@ export async function main(argv: string[]): Promise<number> {
         const body = (s: number) => ({ prompt: prompt(s), max_tokens: f['max-tokens'], ignore_eos: true, temperature: 0 });
         await streamCompletion(served.url, body(999)); // warm-up
         const t0 = performance.now();
+        // Probe /health while the streams run: the HTTP thread must stay responsive under full load.
+        const health: number[] = [];
+        let running = true;
+        const probing = (async () => {
+          while (running) {
+            const h0 = performance.now();
+            const r = await request(`${served.url}/health`);
+            await r.body.dump();
+            health.push(performance.now() - h0);
+            await new Promise((res) => setTimeout(res, 20));
+          }
+        })();
         const results = await Promise.all(Array.from({ length: c }, (_, s) => streamCompletion(served.url, body(s))));
         const wall = (performance.now() - t0) / 1000;
+        running = false;
+        await probing;
         const tokens = results.reduce((a, r) => a + r.tokens, 0);
         const gaps = results.flatMap((r) => r.gaps);
         let l = '– | – | – | –';
@@ -53,7 +68,9 @@ export async function main(argv: string[]): Promise<number> {
             process.stderr.write(`llama.cpp failed: ${(err as Error).message}\n`);
           }
         }
-        const row = `| ${name} | ${c} | ${(tokens / wall).toFixed(0)} | ${percentile(gaps, 50).toFixed(2)} | ${percentile(gaps, 99).toFixed(2)} | ${l} |`;
+        const row =
+          `| ${name} | ${c} | ${(tokens / wall).toFixed(0)} | ${percentile(gaps, 50).toFixed(2)} | ${percentile(gaps, 99).toFixed(2)} | ${l} ` +
+          `| ${percentile(health, 50).toFixed(2)} / ${percentile(health, 99).toFixed(2)} |`;
         process.stderr.write(row + '\n');
         rows.push(row);
       }
@@ -67,8 +84,8 @@ export async function main(argv: string[]): Promise<number> {
       '(tandem: a real `tandem serve` process, model in its worker thread; llama.cpp: node-llama-cpp, one context with N sequences, 1 thread, no HTTP). ' +
       'ITL = gap between consecutive streamed tokens of one stream.',
     '',
-    '| model | streams | tandem tok/s | tandem ITL p50 ms | tandem ITL p99 ms | llama.cpp tok/s | llama.cpp ITL p50 ms | llama.cpp ITL p99 ms | throughput ratio |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| model | streams | tandem tok/s | tandem ITL p50 ms | tandem ITL p99 ms | llama.cpp tok/s | llama.cpp ITL p50 ms | llama.cpp ITL p99 ms | throughput ratio | tandem /health under load p50 / p99 ms |',
+    '|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
   ].join('\n');
   console.log(table);
