@@ -86,3 +86,31 @@ test('precise index over ZMQ: stored blocks (both encodings) are matched by toke
     pub.close();
   }
 });
+
+test('precise index weights KV-store tiers: a CPU hit counts 0.75, DISK/REMOTE 0.25, GPU 1; the pool block size stays', () => {
+  const ep: Endpoint = {
+    id: 'e:1', url: 'http://e:1', role: 'decode', labels: {}, models: ['m'], healthy: true,
+    metrics: { waiting: 0, running: 0, kvUsage: 0, scrapedAt: 0 }, metricsFresh: false, blockSize: 16, inflight: 0, inflightTokens: 0,
+  };
+  const producer = pluginRegistry.get('precise-prefix-cache-producer')!.create('precise', {}, {
+    rates: new ObservedRates(),
+    endpoints: { onEndpoint: () => () => {} },
+    tokenizer: { tokenize: async () => undefined, mayTokenize: () => false },
+    log: () => {},
+  }) as PrecisePrefixProducer;
+  const match = (ids: number[]) => {
+    const req: SchedulingRequest = { requestId: 'r', model: 'm', kind: 'completions', body: {}, promptText: '', prefix: new Map(), headers: {}, tokens: { count: ids.length, ids, exact: true } };
+    void producer.produce(req, [ep]);
+    const m = req.prefix.get('precise')!.get(ep.id)!;
+    return [m.matchBlocks, m.blockSize];
+  };
+  // GPU holds the first 2 blocks of 16; the CPU tier holds one 64-token chunk; the disk tier 128 tokens
+  producer.apply(ep.id, 'm', { ts: 0, events: [{ type: 'BlockStored', blockHashes: ['1', '2'], parentBlockHash: null, tokenIds: range(0, 32), blockSize: 16, medium: 'GPU' }] });
+  producer.apply(ep.id, 'm', { ts: 0, events: [{ type: 'BlockStored', blockHashes: ['c1'], parentBlockHash: null, tokenIds: range(0, 64), blockSize: 64, medium: 'CPU' }] });
+  assert.deepEqual(match(range(0, 200)), [2 + (32 * 0.75) / 16, 16]);
+  producer.apply(ep.id, 'm', { ts: 0, events: [{ type: 'BlockStored', blockHashes: ['d1', 'd2'], parentBlockHash: null, tokenIds: range(0, 128), blockSize: 64, medium: 'DISK' }] });
+  assert.deepEqual(match(range(0, 200)), [2 + (32 * 0.75 + 64 * 0.25) / 16, 16]);
+  // a pool reset forgets GPU blocks only
+  producer.apply(ep.id, 'm', { ts: 0, events: [{ type: 'AllBlocksCleared' }] });
+  assert.deepEqual(match(range(0, 200)), [(64 * 0.75 + 64 * 0.25) / 16, 16]);
+});

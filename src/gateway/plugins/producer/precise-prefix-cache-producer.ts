@@ -18,6 +18,9 @@ export interface PrecisePrefixProducer extends DataProducer {
   blocks(endpointId: string): number;
 }
 
+/** Credit for a cached token by where it is (Dynamo's KV router: device 1.0, host 0.75, disk 0.25). */
+const TIER_CREDIT: Record<string, number> = { CPU: 0.75, DISK: 0.25, REMOTE: 0.25 };
+
 interface EngineState {
   engineToRequest: Map<string, number>;
   blockSize: number | undefined;
@@ -46,21 +49,43 @@ export const precisePrefixCacheProducer: PluginFactory = {
       return s;
     };
 
+    // Each storage medium of an endpoint (GPU block pool, CPU/DISK/REMOTE KV store tiers) is indexed
+    // apart: the tiers use their own block sizes, and a hit there is worth less than one in the pool.
+    const mediaOf = new Map<string, Set<string>>();
+    const tierId = (endpointId: string, medium: string | undefined) => {
+      const m = (medium ?? 'GPU').toUpperCase();
+      let set = mediaOf.get(endpointId);
+      if (!set) mediaOf.set(endpointId, (set = new Set()));
+      set.add(m);
+      return m === 'GPU' ? endpointId : `${endpointId}\u0000${m}`;
+    };
+    const clearEndpoint = (endpointId: string) => {
+      for (const m of mediaOf.get(endpointId) ?? []) {
+        const id = m === 'GPU' ? endpointId : `${endpointId}\u0000${m}`;
+        index.clear(id);
+        engines.get(id)?.engineToRequest.clear();
+      }
+    };
+
     const apply = (endpointId: string, model: string, batch: EventBatch) => {
-      const s = state(endpointId);
       const seed = chainSeed(model);
       for (const ev of batch.events) {
         if (ev.type === 'AllBlocksCleared') {
+          // vLLM's prefix-cache reset: the block pool only; the KV store tiers keep their chunks
           index.clear(endpointId);
-          s.engineToRequest.clear();
-        } else if (ev.type === 'BlockRemoved') {
+          engines.get(endpointId)?.engineToRequest.clear();
+          continue;
+        }
+        const id = tierId(endpointId, ev.medium);
+        const s = state(id);
+        if (ev.type === 'BlockRemoved') {
           const keys: number[] = [];
           for (const h of ev.blockHashes) {
             const k = s.engineToRequest.get(h);
             if (k !== undefined) keys.push(k);
             s.engineToRequest.delete(h);
           }
-          index.remove(endpointId, keys);
+          index.remove(id, keys);
         } else {
           const bs = ev.blockSize;
           if (!(bs > 0) || ev.tokenIds.length < ev.blockHashes.length * bs) {
@@ -79,7 +104,7 @@ export const precisePrefixCacheProducer: PluginFactory = {
             s.engineToRequest.set(ev.blockHashes[i]!, parent);
             keys.push(parent);
           }
-          index.add(endpointId, keys);
+          index.add(id, keys);
         }
       }
     };
@@ -102,8 +127,9 @@ export const precisePrefixCacheProducer: PluginFactory = {
       },
       (ep: Endpoint) => {
         engines.get(ep.id)?.sub?.close();
-        engines.delete(ep.id);
-        index.clear(ep.id);
+        clearEndpoint(ep.id);
+        for (const m of mediaOf.get(ep.id) ?? []) engines.delete(m === 'GPU' ? ep.id : `${ep.id}\u0000${m}`);
+        mediaOf.delete(ep.id);
       },
     );
 
@@ -113,7 +139,7 @@ export const precisePrefixCacheProducer: PluginFactory = {
       kind: 'producer',
       index,
       apply,
-      blocks: (id) => index.size(id),
+      blocks: (id) => index.size(id), // the block pool (GPU) only
       produce(req, endpoints) {
         const ids = req.tokens?.ids;
         if (!ids) {
@@ -123,11 +149,30 @@ export const precisePrefixCacheProducer: PluginFactory = {
         const seed = chainSeed(req.model);
         const keysBySize = new Map<number, number[]>();
         const matches = new Map<string, PrefixMatch>();
-        for (const ep of endpoints) {
-          const bs = engines.get(ep.id)?.blockSize ?? ep.blockSize;
+        const keysFor = (bs: number) => {
           let keys = keysBySize.get(bs);
           if (!keys) keysBySize.set(bs, (keys = tokenBlockKeys(seed, ids, bs, maxBlocks)));
-          matches.set(ep.id, { matchBlocks: index.longestPrefix(ep.id, keys), totalBlocks: keys.length, blockSize: bs });
+          return keys;
+        };
+        for (const ep of endpoints) {
+          const bs = engines.get(ep.id)?.blockSize ?? ep.blockSize;
+          const keys = keysFor(bs);
+          const gpuTokens = index.longestPrefix(ep.id, keys) * bs;
+          // Tokens found only in slower tiers count with Dynamo's credits (CPU 0.75, DISK/REMOTE 0.25).
+          let credited = gpuTokens;
+          let covered = gpuTokens;
+          for (const m of ['CPU', 'DISK', 'REMOTE']) {
+            if (!mediaOf.get(ep.id)?.has(m)) continue;
+            const tid = `${ep.id}\u0000${m}`;
+            const tbs = engines.get(tid)?.blockSize;
+            if (!tbs) continue;
+            const tokens = index.longestPrefix(tid, keysFor(tbs)) * tbs;
+            if (tokens > covered) {
+              credited += (tokens - covered) * TIER_CREDIT[m]!;
+              covered = tokens;
+            }
+          }
+          matches.set(ep.id, { matchBlocks: credited / bs, totalBlocks: keys.length, blockSize: bs });
         }
         req.prefix.set(name, matches);
       },
