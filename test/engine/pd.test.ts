@@ -109,8 +109,11 @@ test('lease expiry frees the blocks', async () => {
   const p = await start({ role: 'prefill', kvLeaseSeconds: 0.3 });
   await run(p, prompts.manyBlocks, 1, { do_remote_decode: true });
   assert.ok(p.internals.blockPool.usage > 0, 'blocks held under lease');
+  const leased = async () => Number(/^tandem:kv_leased_blocks(?:\{[^}]*\})? (\S+)$/m.exec(await p.metrics.registry.getSingleMetricAsString('tandem:kv_leased_blocks'))?.[1]);
+  assert.ok((await leased()) > 0);
   await new Promise((r) => setTimeout(r, 600));
   assert.equal(p.internals.blockPool.usage, 0);
+  assert.equal(await leased(), 0, 'tandem:kv_leased_blocks back to zero');
 });
 
 test('a wrong transfer token or an incompatible prefill engine: clean failure, recompute gives the right text, both keep serving', async () => {
