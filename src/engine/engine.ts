@@ -164,6 +164,7 @@ export class TandemEngine implements Engine {
         kvCacheMemoryBytes: o.kvCacheMemoryBytes,
         kvDtype: o.kvCacheDtype,
         maxModelLen: o.maxModelLen,
+        simulate: o.simulate,
       });
     } catch (err) {
       await this.worker.terminate();

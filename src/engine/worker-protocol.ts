@@ -30,6 +30,8 @@ export type WorkerRequest =
       kvCacheMemoryBytes?: number;
       kvDtype: 'f32' | 'f16';
       maxModelLen?: number;
+      /** GPU timing profile (built-in name or JSON path): replaces the model arithmetic */
+      simulate?: string;
     }
   | { type: 'step'; seq: number; chunks: WireChunk[] }
   | { type: 'free'; rids: string[] };

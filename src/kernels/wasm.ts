@@ -35,7 +35,7 @@ interface Exports {
   kv_write(base: number, blockSize: number, nLayers: number, kvDim: number, f16: number, layer: number, k: number, v: number, slots: number, M: number): void;
   attention(
     out: number, q: number, base: number, blockSize: number, nLayers: number, nKvHeads: number, headDim: number, f16: number,
-    layer: number, nHeads: number, M: number, positions: number, blockTables: number, scratch: number,
+    layer: number, nHeads: number, M: number, positions: number, blockTables: number, scratch: number, attStride: number,
   ): void;
 }
 
@@ -184,11 +184,24 @@ export async function createWasmKernels(opts: MemoryOptions = {}): Promise<Kerne
       checkHeads(nHeads, pool.nKvHeads);
       checkCount('rows', rows);
       const pos = i32(positions, rows);
-      for (let r = 0; r < rows; r++) checkPosition(pos[r]!);
-      wasm.attention(
-        out, q, pool.base, pool.blockSize, pool.nLayers, pool.nKvHeads, pool.headDim, pool.dtype === 'f16' ? 1 : 0,
-        layer, nHeads, rows, positions, blockTables, scratch,
-      );
+      let maxPos = 0;
+      for (let r = 0; r < rows; r++) {
+        checkPosition(pos[r]!);
+        maxPos = Math.max(maxPos, pos[r]!);
+      }
+      // The kernel tiles up to 4 queries that read the same KV and needs a score row for each: it uses
+      // its own scratch from the arena (the caller's `scratch` holds one row, per the interface).
+      const attStride = (maxPos + 1 + 15) & ~15;
+      const mark = mem.mark();
+      try {
+        const tile = mem.alloc(64 + 4 * attStride * 4, false);
+        wasm.attention(
+          out, q, pool.base, pool.blockSize, pool.nLayers, pool.nKvHeads, pool.headDim, pool.dtype === 'f16' ? 1 : 0,
+          layer, nHeads, rows, positions, blockTables, tile, attStride,
+        );
+      } finally {
+        mem.release(mark);
+      }
     },
 
     swiglu(gate, up, n) {

@@ -525,8 +525,16 @@ function score1<T>(q: usize, k: usize, hd: i32, sqrtHd: f32): f32 {
   return s / sqrtHd;
 }
 
-// Scores of 4 consecutive tokens of a block at once (independent chains), each computed exactly as
-// score1 does.
+// hsum of four vectors at once: lane j = (a_j.0 + a_j.1) + (a_j.2 + a_j.3), the same additions as hsum.
+@inline
+function hsum4(a0: v128, a1: v128, a2: v128, a3: v128): v128 {
+  const p01 = f32x4.add(v128.shuffle<f32>(a0, a1, 0, 4, 2, 6), v128.shuffle<f32>(a0, a1, 1, 5, 3, 7));
+  const p23 = f32x4.add(v128.shuffle<f32>(a2, a3, 0, 4, 2, 6), v128.shuffle<f32>(a2, a3, 1, 5, 3, 7));
+  return f32x4.add(v128.shuffle<f32>(p01, p23, 0, 1, 4, 5), v128.shuffle<f32>(p01, p23, 2, 3, 6, 7));
+}
+
+// Scores of 4 consecutive tokens at once (independent chains), each computed exactly as score1 does.
+@inline
 function score4<T>(q: usize, k: usize, stride: usize, hd: i32, sqrtHd: f32, dst: usize): void {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
   let i = 0;
@@ -537,6 +545,10 @@ function score4<T>(q: usize, k: usize, stride: usize, hd: i32, sqrtHd: f32, dst:
     a1 = f32x4.add(a1, f32x4.mul(qv, load4<T>(kp + stride)));
     a2 = f32x4.add(a2, f32x4.mul(qv, load4<T>(kp + 2 * stride)));
     a3 = f32x4.add(a3, f32x4.mul(qv, load4<T>(kp + 3 * stride)));
+  }
+  if (i == hd) {
+    v128.store(dst, f32x4.div(hsum4(a0, a1, a2, a3), f32x4.splat(sqrtHd)));
+    return;
   }
   let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
   for (; i < hd; i++) {
@@ -553,18 +565,88 @@ function score4<T>(q: usize, k: usize, stride: usize, hd: i32, sqrtHd: f32, dst:
   store<f32>(dst, s3 / sqrtHd, 12);
 }
 
-// o[d0 .. d0+4·W) = Σ_t att[t]·V[t][d0 ..], tokens in order, W vectors of accumulators held in
-// registers across the whole context (W = 4 or 1).
+// Scores of the first `tn` tokens of one KV block into dst[0 .. tn).
+function scoreBlock<T>(q: usize, k: usize, stride: usize, hd: i32, sqrtHd: f32, dst: usize, tn: i32): void {
+  let j = 0;
+  for (; j + 4 <= tn; j += 4) {
+    score4<T>(q, k, stride, hd, sqrtHd, dst);
+    k += stride << 2;
+    dst += 16;
+  }
+  for (; j < tn; j++) {
+    store<f32>(dst, score1<T>(q, k, hd, sqrtHd));
+    k += stride;
+    dst += 4;
+  }
+}
+
+// In place on att[0 .. n): subtract the max, exponentiate (4 tokens at a time from t = 0, the tail
+// through the same lane-wise exp4), sum sequentially in token order, divide by the sum.
+function softmax(att: usize, n: i32): void {
+  // max is exact and order-free (f32.max and f32x4.max agree, NaN included), so it may run 4-wide
+  let mv = f32x4.splat(-Infinity);
+  let t = 0;
+  for (; t + 4 <= n; t += 4) mv = f32x4.max(mv, v128.load(att + (<usize>t << 2)));
+  let maxScore = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+  for (; t < n; t++) maxScore = max(maxScore, load<f32>(att + (<usize>t << 2)));
+  let sum: f32 = 0;
+  const mx = f32x4.splat(maxScore);
+  t = 0;
+  for (; t + 4 <= n; t += 4) {
+    const p = att + (<usize>t << 2);
+    const e = exp4(f32x4.sub(v128.load(p), mx));
+    v128.store(p, e);
+    sum += f32x4.extract_lane(e, 0);
+    sum += f32x4.extract_lane(e, 1);
+    sum += f32x4.extract_lane(e, 2);
+    sum += f32x4.extract_lane(e, 3);
+  }
+  for (; t < n; t++) {
+    const p = att + (<usize>t << 2);
+    const e = exp1(load<f32>(p) - maxScore);
+    store<f32>(p, e);
+    sum += e;
+  }
+  // IEEE division is correctly rounded, so dividing 4 lanes at once gives the scalar bits
+  const sv = f32x4.splat(sum);
+  t = 0;
+  for (; t + 4 <= n; t += 4) {
+    const p = att + (<usize>t << 2);
+    v128.store(p, f32x4.div(v128.load(p), sv));
+  }
+  for (; t < n; t++) {
+    const p = att + (<usize>t << 2);
+    store<f32>(p, load<f32>(p) / sum);
+  }
+}
+
+// The weighted sum of V for one output dimension d runs c = 0; c += att[t]·V[t][d] for t = 0 .. n-1 in
+// order. The functions below hold these chains in registers for several dimensions and queries at once,
+// over a token range [tA, tB); `init` continues chains stored in o (a query's tokens past a tile's
+// common prefix), which leaves every chain the same sequence of additions.
+
+// One query, 4·W dimensions (W = 4 or 1).
 @inline
 function accumulateV<T>(
-  o: usize, att: usize, table: usize, n: i32, blockSize: i32, vBase: usize, blockBytes: usize,
-  tokenBytes: usize, W: i32,
+  o: usize, att: usize, table: usize, tA: i32, tB: i32, blockSize: i32, vBase: usize, blockBytes: usize,
+  tokenBytes: usize, W: i32, init: bool,
 ): void {
   let c0 = f32x4.splat(0), c1 = f32x4.splat(0), c2 = f32x4.splat(0), c3 = f32x4.splat(0);
-  let ap = att;
-  for (let t0 = 0, b = 0; t0 < n; t0 += blockSize, b++) {
-    let vp = vBase + <usize>load<i32>(table + (<usize>b << 2)) * blockBytes;
-    const tn = min(blockSize, n - t0);
+  if (init) {
+    c0 = v128.load(o);
+    if (W == 4) {
+      c1 = v128.load(o, 16);
+      c2 = v128.load(o, 32);
+      c3 = v128.load(o, 48);
+    }
+  }
+  let t = tA;
+  while (t < tB) {
+    const b = t / blockSize;
+    const off = t - b * blockSize;
+    const tn = min(blockSize - off, tB - t);
+    let vp = vBase + <usize>load<i32>(table + (<usize>b << 2)) * blockBytes + <usize>off * tokenBytes;
+    let ap = att + (<usize>t << 2);
     for (let j = 0; j < tn; j++) {
       const a = v128.load32_splat(ap);
       c0 = f32x4.add(c0, f32x4.mul(a, load4<T>(vp)));
@@ -576,6 +658,7 @@ function accumulateV<T>(
       ap += 4;
       vp += tokenBytes;
     }
+    t += tn;
   }
   v128.store(o, c0);
   if (W == 4) {
@@ -585,9 +668,188 @@ function accumulateV<T>(
   }
 }
 
+// One query, one dimension (headDim % 4 tails).
+function accumulateV1<T>(
+  o: usize, att: usize, table: usize, tA: i32, tB: i32, blockSize: i32, vBase: usize, blockBytes: usize,
+  tokenBytes: usize, init: bool,
+): void {
+  let c: f32 = init ? load<f32>(o) : 0;
+  let t = tA;
+  while (t < tB) {
+    const b = t / blockSize;
+    const off = t - b * blockSize;
+    const tn = min(blockSize - off, tB - t);
+    let vp = vBase + <usize>load<i32>(table + (<usize>b << 2)) * blockBytes + <usize>off * tokenBytes;
+    let ap = att + (<usize>t << 2);
+    for (let j = 0; j < tn; j++) {
+      c += load<f32>(ap) * load1<T>(vp);
+      ap += 4;
+      vp += tokenBytes;
+    }
+    t += tn;
+  }
+  store<f32>(o, c);
+}
+
+// All dimensions of one query over [tA, tB).
+function accumulateVQuery<T>(
+  o: usize, att: usize, table: usize, tA: i32, tB: i32, blockSize: i32, vBase: usize, blockBytes: usize,
+  tokenBytes: usize, hd: i32, init: bool,
+): void {
+  let d = 0;
+  for (; d + 16 <= hd; d += 16) {
+    accumulateV<T>(o + (<usize>d << 2), att, table, tA, tB, blockSize, vBase + <usize>d * sizeof<T>(), blockBytes, tokenBytes, 4, init);
+  }
+  for (; d + 4 <= hd; d += 4) {
+    accumulateV<T>(o + (<usize>d << 2), att, table, tA, tB, blockSize, vBase + <usize>d * sizeof<T>(), blockBytes, tokenBytes, 1, init);
+  }
+  for (; d < hd; d++) {
+    accumulateV1<T>(o + (<usize>d << 2), att, table, tA, tB, blockSize, vBase + <usize>d * sizeof<T>(), blockBytes, tokenBytes, init);
+  }
+}
+
+// Four queries × 8 dimensions over tokens [0, n): each V vector loaded once for four queries.
+function accumulateV4x8<T>(
+  o0: usize, o1: usize, o2: usize, o3: usize, att0: usize, att1: usize, att2: usize, att3: usize,
+  table: usize, n: i32, blockSize: i32, vBase: usize, blockBytes: usize, tokenBytes: usize,
+): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0), c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  let ap: usize = 0;
+  for (let t0 = 0, b = 0; t0 < n; t0 += blockSize, b++) {
+    let vp = vBase + <usize>load<i32>(table + (<usize>b << 2)) * blockBytes;
+    const tn = min(blockSize, n - t0);
+    for (let j = 0; j < tn; j++) {
+      const v0 = load4<T>(vp);
+      const v1 = load4<T>(vp + 4 * sizeof<T>());
+      const a0 = v128.load32_splat(att0 + ap);
+      const a1 = v128.load32_splat(att1 + ap);
+      const a2 = v128.load32_splat(att2 + ap);
+      const a3 = v128.load32_splat(att3 + ap);
+      c00 = f32x4.add(c00, f32x4.mul(a0, v0));
+      c01 = f32x4.add(c01, f32x4.mul(a0, v1));
+      c10 = f32x4.add(c10, f32x4.mul(a1, v0));
+      c11 = f32x4.add(c11, f32x4.mul(a1, v1));
+      c20 = f32x4.add(c20, f32x4.mul(a2, v0));
+      c21 = f32x4.add(c21, f32x4.mul(a2, v1));
+      c30 = f32x4.add(c30, f32x4.mul(a3, v0));
+      c31 = f32x4.add(c31, f32x4.mul(a3, v1));
+      ap += 4;
+      vp += tokenBytes;
+    }
+  }
+  v128.store(o0, c00);
+  v128.store(o0, c01, 16);
+  v128.store(o1, c10);
+  v128.store(o1, c11, 16);
+  v128.store(o2, c20);
+  v128.store(o2, c21, 16);
+  v128.store(o3, c30);
+  v128.store(o3, c31, 16);
+}
+
+// Two queries × 16 dimensions over tokens [0, n).
+function accumulateV2x16<T>(
+  o0: usize, o1: usize, att0: usize, att1: usize,
+  table: usize, n: i32, blockSize: i32, vBase: usize, blockBytes: usize, tokenBytes: usize,
+): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c02 = f32x4.splat(0), c03 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0), c12 = f32x4.splat(0), c13 = f32x4.splat(0);
+  let ap: usize = 0;
+  for (let t0 = 0, b = 0; t0 < n; t0 += blockSize, b++) {
+    let vp = vBase + <usize>load<i32>(table + (<usize>b << 2)) * blockBytes;
+    const tn = min(blockSize, n - t0);
+    for (let j = 0; j < tn; j++) {
+      const v0 = load4<T>(vp);
+      const v1 = load4<T>(vp + 4 * sizeof<T>());
+      const v2 = load4<T>(vp + 8 * sizeof<T>());
+      const v3 = load4<T>(vp + 12 * sizeof<T>());
+      const a0 = v128.load32_splat(att0 + ap);
+      const a1 = v128.load32_splat(att1 + ap);
+      c00 = f32x4.add(c00, f32x4.mul(a0, v0));
+      c01 = f32x4.add(c01, f32x4.mul(a0, v1));
+      c02 = f32x4.add(c02, f32x4.mul(a0, v2));
+      c03 = f32x4.add(c03, f32x4.mul(a0, v3));
+      c10 = f32x4.add(c10, f32x4.mul(a1, v0));
+      c11 = f32x4.add(c11, f32x4.mul(a1, v1));
+      c12 = f32x4.add(c12, f32x4.mul(a1, v2));
+      c13 = f32x4.add(c13, f32x4.mul(a1, v3));
+      ap += 4;
+      vp += tokenBytes;
+    }
+  }
+  v128.store(o0, c00);
+  v128.store(o0, c01, 16);
+  v128.store(o0, c02, 32);
+  v128.store(o0, c03, 48);
+  v128.store(o1, c10);
+  v128.store(o1, c11, 16);
+  v128.store(o1, c12, 32);
+  v128.store(o1, c13, 48);
+}
+
+// A tile: 1 to 4 queries that read the same KV head of the same sequence (query rows of one prompt
+// chunk, and the query heads of a GQA group). Query s is described at desc + 16·s by four i32: its
+// q pointer, out pointer, token count n (= position + 1) and score row. Every query goes through the
+// same operations as when it is alone; the tile only shares loads of K and V between them.
+const DESC_BYTES: usize = 16;
+
+@inline function descQ(desc: usize, s: i32): usize { return <usize>load<i32>(desc + <usize>s * DESC_BYTES); }
+@inline function descO(desc: usize, s: i32): usize { return <usize>load<i32>(desc + <usize>s * DESC_BYTES, 4); }
+@inline function descN(desc: usize, s: i32): i32 { return load<i32>(desc + <usize>s * DESC_BYTES, 8); }
+@inline function descAtt(desc: usize, s: i32): usize { return <usize>load<i32>(desc + <usize>s * DESC_BYTES, 12); }
+
+function attendTile<T>(
+  desc: usize, cnt: i32, table: usize, kBase: usize, vBase: usize, blockSize: i32, blockBytes: usize,
+  tokenBytes: usize, hd: i32, sqrtHd: f32,
+): void {
+  let nmax = 0, nmin = i32.MAX_VALUE;
+  for (let s = 0; s < cnt; s++) {
+    nmax = max(nmax, descN(desc, s));
+    nmin = min(nmin, descN(desc, s));
+  }
+  // scores, KV block by KV block, so a block of K is fetched once and reused from L1 by every query
+  for (let t0 = 0, b = 0; t0 < nmax; t0 += blockSize, b++) {
+    const kp = kBase + <usize>load<i32>(table + (<usize>b << 2)) * blockBytes;
+    for (let s = 0; s < cnt; s++) {
+      const n = descN(desc, s);
+      if (n > t0) scoreBlock<T>(descQ(desc, s), kp, tokenBytes, hd, sqrtHd, descAtt(desc, s) + (<usize>t0 << 2), min(blockSize, n - t0));
+    }
+  }
+  for (let s = 0; s < cnt; s++) softmax(descAtt(desc, s), descN(desc, s));
+  // weighted sums of V: the common prefix [0, nmin) for all queries together, then each query's tail
+  if (cnt == 1 || (hd & 7) != 0) {
+    for (let s = 0; s < cnt; s++) {
+      accumulateVQuery<T>(descO(desc, s), descAtt(desc, s), table, 0, descN(desc, s), blockSize, vBase, blockBytes, tokenBytes, hd, false);
+    }
+    return;
+  }
+  if (cnt == 2 && (hd & 15) == 0) {
+    const o0 = descO(desc, 0), o1 = descO(desc, 1), a0 = descAtt(desc, 0), a1 = descAtt(desc, 1);
+    for (let d = 0; d < hd; d += 16) {
+      accumulateV2x16<T>(o0 + (<usize>d << 2), o1 + (<usize>d << 2), a0, a1, table, nmin, blockSize, vBase + <usize>d * sizeof<T>(), blockBytes, tokenBytes);
+    }
+  } else {
+    // 2 or 3 queries repeat the last one (same inputs and outputs, so the same bits are stored twice)
+    const o0 = descO(desc, 0), o1 = descO(desc, min(1, cnt - 1)), o2 = descO(desc, min(2, cnt - 1)), o3 = descO(desc, min(3, cnt - 1));
+    const a0 = descAtt(desc, 0), a1 = descAtt(desc, min(1, cnt - 1)), a2 = descAtt(desc, min(2, cnt - 1)), a3 = descAtt(desc, min(3, cnt - 1));
+    for (let d = 0; d < hd; d += 8) {
+      const od = <usize>d << 2;
+      accumulateV4x8<T>(o0 + od, o1 + od, o2 + od, o3 + od, a0, a1, a2, a3, table, nmin, blockSize, vBase + <usize>d * sizeof<T>(), blockBytes, tokenBytes);
+    }
+  }
+  for (let s = 0; s < cnt; s++) {
+    const n = descN(desc, s);
+    if (n > nmin) accumulateVQuery<T>(descO(desc, s), descAtt(desc, s), table, nmin, n, blockSize, vBase, blockBytes, tokenBytes, hd, true);
+  }
+}
+
+// Up to this many consecutive rows of one sequence form a tile (times the GQA group, in tiles of 4).
+const TILE_ROWS: i32 = 4;
+
 function attentionT<T>(
   out: usize, q: usize, base: usize, blockSize: i32, nLayers: i32, nKvHeads: i32, headDim: i32,
-  layer: i32, nHeads: i32, M: i32, positions: usize, blockTables: usize, scratch: usize,
+  layer: i32, nHeads: i32, M: i32, positions: usize, blockTables: usize, scratch: usize, attStride: i32,
 ): void {
   const kvDim = nKvHeads * headDim;
   const tokenBytes = <usize>kvDim * sizeof<T>();
@@ -597,92 +859,45 @@ function attentionT<T>(
   const rowBytes = <usize>(nHeads * headDim) << 2;
   const headBytes = <usize>headDim << 2;
   const sqrtHd = Mathf.sqrt(<f32>headDim);
-  for (let r = 0; r < M; r++) {
-    const pos = load<i32>(positions + (<usize>r << 2));
+  const desc = scratch;
+  for (let s = 0; s < 4; s++) store<i32>(desc + <usize>s * DESC_BYTES, <i32>(scratch + 64 + <usize>s * (<usize>attStride << 2)), 12);
+  let r = 0;
+  while (r < M) {
+    // rows that share a block table read the same K and V
     const table = <usize>load<i32>(blockTables + (<usize>r << 2));
-    const n = pos + 1;
-    for (let h = 0; h < nHeads; h++) {
-      const qh = q + <usize>r * rowBytes + <usize>h * headBytes;
-      const oh = out + <usize>r * rowBytes + <usize>h * headBytes;
-      const headOff = <usize>((h / group) * headDim) * sizeof<T>();
-      const kBase = base + <usize>layer * 2 * planeBytes + headOff;
+    let R = 1;
+    while (R < TILE_ROWS && r + R < M && <usize>load<i32>(blockTables + (<usize>(r + R) << 2)) == table) R++;
+    const nq = R * group;
+    for (let kh = 0; kh < nKvHeads; kh++) {
+      const kBase = base + <usize>layer * 2 * planeBytes + <usize>(kh * headDim) * sizeof<T>();
       const vBase = kBase + planeBytes;
-      // scores, token by token in blocks of 4 within each KV block
-      for (let t0 = 0, b = 0; t0 < n; t0 += blockSize, b++) {
-        let kp = kBase + <usize>load<i32>(table + (<usize>b << 2)) * blockBytes;
-        let dst = scratch + (<usize>t0 << 2);
-        const tn = min(blockSize, n - t0);
-        let j = 0;
-        for (; j + 4 <= tn; j += 4) {
-          score4<T>(qh, kp, tokenBytes, headDim, sqrtHd, dst);
-          kp += tokenBytes << 2;
-          dst += 16;
+      for (let j0 = 0; j0 < nq; j0 += 4) {
+        const cnt = min(4, nq - j0);
+        for (let s = 0; s < cnt; s++) {
+          const j = j0 + s;
+          const row = r + j / group;
+          const h = kh * group + j % group;
+          const d = desc + <usize>s * DESC_BYTES;
+          store<i32>(d, <i32>(q + <usize>row * rowBytes + <usize>h * headBytes));
+          store<i32>(d, <i32>(out + <usize>row * rowBytes + <usize>h * headBytes), 4);
+          store<i32>(d, load<i32>(positions + (<usize>row << 2)) + 1, 8);
         }
-        for (; j < tn; j++) {
-          store<f32>(dst, score1<T>(qh, kp, headDim, sqrtHd));
-          kp += tokenBytes;
-          dst += 4;
-        }
-      }
-      // softmax: subtract the max, exponentiate, normalise
-      let maxScore: f32 = -Infinity;
-      for (let t = 0; t < n; t++) maxScore = max(maxScore, load<f32>(scratch + (<usize>t << 2)));
-      let sum: f32 = 0;
-      const mx = f32x4.splat(maxScore);
-      let t = 0;
-      for (; t + 4 <= n; t += 4) {
-        const p = scratch + (<usize>t << 2);
-        const e = exp4(f32x4.sub(v128.load(p), mx));
-        v128.store(p, e);
-        // the sum stays sequential in token order
-        sum += f32x4.extract_lane(e, 0);
-        sum += f32x4.extract_lane(e, 1);
-        sum += f32x4.extract_lane(e, 2);
-        sum += f32x4.extract_lane(e, 3);
-      }
-      for (; t < n; t++) {
-        const p = scratch + (<usize>t << 2);
-        const e = exp1(load<f32>(p) - maxScore);
-        store<f32>(p, e);
-        sum += e;
-      }
-      for (let t = 0; t < n; t++) {
-        const p = scratch + (<usize>t << 2);
-        store<f32>(p, load<f32>(p) / sum);
-      }
-      // weighted sum of V: 16 dims at a time, then 4, then single dims
-      let d = 0;
-      for (; d + 16 <= headDim; d += 16) {
-        accumulateV<T>(oh + (<usize>d << 2), scratch, table, n, blockSize, vBase + <usize>d * sizeof<T>(), blockBytes, tokenBytes, 4);
-      }
-      for (; d + 4 <= headDim; d += 4) {
-        accumulateV<T>(oh + (<usize>d << 2), scratch, table, n, blockSize, vBase + <usize>d * sizeof<T>(), blockBytes, tokenBytes, 1);
-      }
-      for (; d < headDim; d++) {
-        let c: f32 = 0;
-        let ap = scratch;
-        for (let t0 = 0, b = 0; t0 < n; t0 += blockSize, b++) {
-          let vp = vBase + <usize>load<i32>(table + (<usize>b << 2)) * blockBytes + <usize>d * sizeof<T>();
-          const tn = min(blockSize, n - t0);
-          for (let j = 0; j < tn; j++) {
-            c += load<f32>(ap) * load1<T>(vp);
-            ap += 4;
-            vp += tokenBytes;
-          }
-        }
-        store<f32>(oh + (<usize>d << 2), c);
+        attendTile<T>(desc, cnt, table, kBase, vBase, blockSize, blockBytes, tokenBytes, headDim, sqrtHd);
       }
     }
+    r += R;
   }
 }
 
 // Causal attention of each query row against its sequence's tokens 0..pos through its block table.
 // Per (row, head): scores in token order, softmax with the max subtracted, then the weighted sum of V
-// in token order — the same sequence of operations whatever else is in the batch.
+// in token order — the same sequence of operations whatever else is in the batch. Consecutive rows of
+// one sequence are tiled (see attendTile) so that K and V are read once per tile, not once per row.
+// scratch: 64 bytes of tile descriptors, then 4 score rows of attStride f32 (≥ max position + 1).
 export function attention(
   out: usize, q: usize, base: usize, blockSize: i32, nLayers: i32, nKvHeads: i32, headDim: i32, f16: bool,
-  layer: i32, nHeads: i32, M: i32, positions: usize, blockTables: usize, scratch: usize,
+  layer: i32, nHeads: i32, M: i32, positions: usize, blockTables: usize, scratch: usize, attStride: i32,
 ): void {
-  if (f16) attentionT<u16>(out, q, base, blockSize, nLayers, nKvHeads, headDim, layer, nHeads, M, positions, blockTables, scratch);
-  else attentionT<f32>(out, q, base, blockSize, nLayers, nKvHeads, headDim, layer, nHeads, M, positions, blockTables, scratch);
+  if (f16) attentionT<u16>(out, q, base, blockSize, nLayers, nKvHeads, headDim, layer, nHeads, M, positions, blockTables, scratch, attStride);
+  else attentionT<f32>(out, q, base, blockSize, nLayers, nKvHeads, headDim, layer, nHeads, M, positions, blockTables, scratch, attStride);
 }
