@@ -7,6 +7,7 @@ const BENCHES: Record<string, string> = {
   kv: './kv.ts',
   gateway: './gateway.ts',
   kvstore: './kvstore.ts',
+  pd: './pd.ts',
 };
 
 export async function main(argv: string[]): Promise<number | void> {

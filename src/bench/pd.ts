@@ -1,0 +1,135 @@
+// `npm run bench:pd`: the seed's Figures 1–2 — inter-token latency vs QPS, coupled vs disaggregated —
+// on simulated GPU engines (the real engine, scheduler, gateway and KV transfers; the model arithmetic
+// replaced by the H200 Llama-3-8B timing profile). Both setups get two engines: coupled = two `both`
+// engines, each running prefill and decode (chunked prefill); disaggregated = one prefill engine and
+// one decode engine behind the same gateway with every request split.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { parseFlags } from '../cli/args.ts';
+import { DEFAULT_CONFIG_YAML } from '../gateway/index.ts';
+import { percentile, repoRoot, streamCompletion, type StreamResult } from './serve-util.ts';
+
+interface Cluster {
+  url: string;
+  stop(): Promise<void>;
+}
+
+function startUp(args: string[]): Promise<Cluster> {
+  return new Promise((resolve, reject) => {
+    const child: ChildProcess = spawn(process.execPath, [join(repoRoot, 'bin/tandem.js'), 'up', ...args], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let done = false;
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      const m = /tandem up: gateway (http:\/\/\S+)/.exec(out);
+      if (m && !done) {
+        done = true;
+        resolve({
+          url: m[1]!,
+          stop: () =>
+            new Promise((r) => {
+              if (child.exitCode !== null) return r();
+              child.once('exit', () => r());
+              child.kill('SIGTERM');
+            }),
+        });
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.on('exit', (code) => !done && reject(new Error(`tandem up exited with ${code}:\n${out}`)));
+  });
+}
+
+function configWith(decider: 'always-disagg-pd-decider' | 'never-disagg-pd-decider'): string {
+  return DEFAULT_CONFIG_YAML.replace(/- type: prefix-based-pd-decider\n {2}parameters: \{nonCachedTokens: 16\}\n/, `- type: ${decider}\n`).replace(
+    'deciders: {prefill: prefix-based-pd-decider}',
+    `deciders: {prefill: ${decider}}`,
+  );
+}
+
+/** Poisson arrivals at `qps` for `seconds`; every request streams and is timed. */
+async function load(url: string, qps: number, seconds: number, promptTokens: number, maxTokens: number, vocab: number, salt: number): Promise<StreamResult[]> {
+  const pending: Promise<StreamResult>[] = [];
+  const end = performance.now() + seconds * 1000;
+  let i = 0;
+  let rng = 0x12345678 ^ salt;
+  const uniform = () => {
+    rng ^= rng << 13;
+    rng ^= rng >>> 17;
+    rng ^= rng << 5;
+    return ((rng >>> 0) + 0.5) / 4294967296;
+  };
+  while (performance.now() < end) {
+    const k = i++;
+    // distinct prompts: no prefix-cache help, as with independent users
+    const prompt = Array.from({ length: promptTokens }, (_, j) => 3 + ((j * 7919 + (k + salt * 1000) * 104729) % (vocab - 3)));
+    pending.push(streamCompletion(url, { model: 'stories260K', prompt, max_tokens: maxTokens, ignore_eos: true, temperature: 0 }));
+    await new Promise((r) => setTimeout(r, (-Math.log(uniform()) / qps) * 1000));
+  }
+  return Promise.all(pending);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const f = parseFlags(argv, {
+    qps: { type: 'string', default: '0.5,1,2,3,4' },
+    seconds: { type: 'number', default: 20 },
+    'prompt-tokens': { type: 'number', default: 4096 },
+    'max-tokens': { type: 'number', default: 128 },
+    profile: { type: 'string', default: 'h200-llama3-8b' },
+    out: { type: 'string', default: join(repoRoot, 'docs/bench-results/pd.md') },
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-bench-pd-'));
+  const setups = [
+    { name: 'coupled (2 × both)', topo: ['--both', '2'], decider: 'never-disagg-pd-decider' as const },
+    { name: 'disaggregated (1 P + 1 D)', topo: ['--prefill', '1', '--decode', '1'], decider: 'always-disagg-pd-decider' as const },
+  ];
+  const rows: string[] = [];
+  for (const s of setups) {
+    const cfg = join(dir, `${s.decider}.yaml`);
+    writeFileSync(cfg, configWith(s.decider));
+    const cluster = await startUp([
+      ...s.topo,
+      '--port',
+      '0',
+      '--config',
+      cfg,
+      `--engine-arg=--simulate=${f.profile}`,
+      '--engine-arg=--max-num-seqs=256',
+      '--engine-arg=--max-num-batched-tokens=512',
+      '--engine-arg=--kv-cache-memory=1GiB',
+    ]);
+    try {
+      for (const q of f.qps!.split(',').map(Number)) {
+        process.stderr.write(`bench:pd ${s.name} at ${q} QPS…\n`);
+        const rs = await load(cluster.url, q, f.seconds!, f['prompt-tokens']!, f['max-tokens']!, 512, Math.round(q * 100));
+        const gaps = rs.flatMap((r) => r.gaps);
+        const ttft = rs.map((r) => r.ttftMs);
+        const row = `| ${s.name} | ${q} | ${rs.length} | ${percentile(gaps, 50).toFixed(1)} | ${percentile(gaps, 90).toFixed(1)} | ${percentile(gaps, 99).toFixed(1)} | ${percentile(ttft, 50).toFixed(0)} | ${percentile(ttft, 99).toFixed(0)} |`;
+        process.stderr.write(row + '\n');
+        rows.push(row);
+      }
+    } finally {
+      await cluster.stop();
+    }
+  }
+  const report = [
+    `Measured ${new Date().toISOString()} by \`npm run bench:pd\` on ${cpus()[0]?.model ?? 'unknown CPU'} (${cpus().length} vCPUs), Node ${process.version}.`,
+    `Simulated engines (\`--simulate ${f.profile}\`: step times of Llama-3-8B on one H200, from reference/gpu-profile.md), behind \`tandem gateway\`; ` +
+      `Poisson arrivals for ${f.seconds} s per point; ${f['prompt-tokens']}-token prompts (all distinct), ${f['max-tokens']} output tokens, streamed. ` +
+      'Chunked prefill of 512 tokens per step on every engine. ITL = gap between consecutive streamed tokens, pooled over requests.',
+    '',
+    '| setup | QPS | requests | ITL p50 ms | ITL p90 ms | ITL p99 ms | TTFT p50 ms | TTFT p99 ms |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows,
+  ].join('\n');
+  console.log(report);
+  mkdirSync(dirname(f.out!), { recursive: true });
+  writeFileSync(f.out!, report + '\n');
+  return 0;
+}
