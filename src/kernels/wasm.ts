@@ -25,7 +25,7 @@ export const WASM_PATH = new URL('../../build/kernels.wasm', import.meta.url);
 
 interface Exports {
   matmul_f32(out: number, x: number, w: number, M: number, N: number, K: number): void;
-  matmul_q8(out: number, x: number, w: number, M: number, N: number, K: number): void;
+  matmul_q8(out: number, x: number, w: number, M: number, N: number, K: number, scratch: number): void;
   embed_f32(out: number, table: number, ids: number, M: number, K: number): void;
   embed_q8(out: number, table: number, ids: number, M: number, K: number): void;
   rmsnorm(out: number, x: number, weight: number, M: number, dim: number, eps: number): void;
@@ -41,6 +41,8 @@ interface Exports {
 
 /** Bytes of one packed Q8_0 block group: 8 f32 scales + [32][8] int8 (see assembly/kernels.ts). */
 const Q8_PANEL_BLOCK_BYTES = 288;
+/** Must equal PANEL_GROUP_BYTES in assembly/kernels.ts (sizes the q8_0 matmul's f32 panel scratch). */
+const PANEL_GROUP_BYTES = 192 * 1024;
 
 let compiled: Promise<WebAssembly.Module> | undefined;
 function loadModule(): Promise<WebAssembly.Module> {
@@ -126,7 +128,19 @@ export async function createWasmKernels(opts: MemoryOptions = {}): Promise<Kerne
       checkPacked(w);
       checkCount('rows', rows);
       if (w.type === 'f32') wasm.matmul_f32(out, x, w.ptr, rows, w.rows, w.cols);
-      else wasm.matmul_q8(out, x, w.ptr, rows, w.rows, w.cols);
+      else if (rows < 16) wasm.matmul_q8(out, x, w.ptr, rows, w.rows, w.cols, 0);
+      else {
+        // many rows: the kernel widens a group of weight panels to f32 once (see panelGroup there)
+        const panelBytes = w.cols * 32;
+        const group = Math.max(4, Math.floor(PANEL_GROUP_BYTES / panelBytes) & ~3);
+        const mark = mem.mark();
+        try {
+          const panels = Math.min(group, Math.ceil(w.rows / 8));
+          wasm.matmul_q8(out, x, w.ptr, rows, w.rows, w.cols, mem.alloc(panels * panelBytes, false));
+        } finally {
+          mem.release(mark);
+        }
+      }
     },
 
     embed(out, table, ids, rows) {
@@ -194,7 +208,7 @@ export async function createWasmKernels(opts: MemoryOptions = {}): Promise<Kerne
       const attStride = (maxPos + 1 + 15) & ~15;
       const mark = mem.mark();
       try {
-        const tile = mem.alloc(64 + 4 * attStride * 4, false);
+        const tile = mem.alloc(128 + 4 * attStride * 4, false);
         wasm.attention(
           out, q, pool.base, pool.blockSize, pool.nLayers, pool.nKvHeads, pool.headDim, pool.dtype === 'f16' ? 1 : 0,
           layer, nHeads, rows, positions, blockTables, tile, attStride,

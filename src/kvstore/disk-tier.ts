@@ -160,7 +160,12 @@ export class DiskTier {
   /** Delete a chunk (a corrupt one, or on eviction). */
   remove(key: string): void {
     this.forget(key);
-    unlink(this.path(key)).catch(() => {});
+    // Synchronous (an unlink is microseconds): once a bad chunk is reported, it is gone.
+    try {
+      unlinkSync(this.path(key));
+    } catch {
+      // already gone (another engine removed it)
+    }
   }
 
   private remember(key: string, size: number): void {

@@ -245,11 +245,106 @@ function q8Tile1x8(out: usize, x: usize, panel: usize, N: i32, K: i32, n0: i32):
   store8(out + (<usize>n0 << 2), a0, a1, N - n0);
 }
 
-export function matmul_q8(out: usize, x: usize, w: usize, M: i32, N: i32, K: i32): void {
+// The same arithmetic as q8Tile4x8 on a panel whose int8 weights were widened to f32 once
+// (dequantizePanel): int8 → f32 is exact, so every product, block sum and total has the same bits,
+// and the tile no longer widens each weight once per 4 rows.
+function q8Tile4x8F(out: usize, x: usize, panel: usize, wf: usize, N: i32, K: i32, n0: i32, rows: i32): void {
+  const rs = <usize>K << 2;
+  const r1 = <usize>min(1, rows - 1) * rs, r2 = <usize>min(2, rows - 1) * rs, r3 = <usize>min(3, rows - 1) * rs;
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
+  let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
+  const nb = K >> 5;
+  let bp = panel;
+  let wp = wf;
+  let xp = x;
+  for (let b = 0; b < nb; b++) {
+    let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
+    let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
+    for (let j = 0; j < 32; j++) {
+      const w0 = v128.load(wp);
+      const w1 = v128.load(wp, 16);
+      const x0 = v128.load32_splat(xp);
+      const x1 = v128.load32_splat(xp + r1);
+      const x2 = v128.load32_splat(xp + r2);
+      const x3 = v128.load32_splat(xp + r3);
+      s00 = f32x4.add(s00, f32x4.mul(x0, w0));
+      s01 = f32x4.add(s01, f32x4.mul(x0, w1));
+      s10 = f32x4.add(s10, f32x4.mul(x1, w0));
+      s11 = f32x4.add(s11, f32x4.mul(x1, w1));
+      s20 = f32x4.add(s20, f32x4.mul(x2, w0));
+      s21 = f32x4.add(s21, f32x4.mul(x2, w1));
+      s30 = f32x4.add(s30, f32x4.mul(x3, w0));
+      s31 = f32x4.add(s31, f32x4.mul(x3, w1));
+      wp += 32;
+      xp += 4;
+    }
+    const d0 = v128.load(bp);
+    const d1 = v128.load(bp, 16);
+    a00 = f32x4.add(a00, f32x4.mul(s00, d0));
+    a01 = f32x4.add(a01, f32x4.mul(s01, d1));
+    a10 = f32x4.add(a10, f32x4.mul(s10, d0));
+    a11 = f32x4.add(a11, f32x4.mul(s11, d1));
+    a20 = f32x4.add(a20, f32x4.mul(s20, d0));
+    a21 = f32x4.add(a21, f32x4.mul(s21, d1));
+    a30 = f32x4.add(a30, f32x4.mul(s30, d0));
+    a31 = f32x4.add(a31, f32x4.mul(s31, d1));
+    bp += Q8_BLOCK_BYTES;
+  }
+  const count = N - n0;
+  const os = <usize>N << 2;
+  const op = out + (<usize>n0 << 2);
+  store8(op, a00, a01, count);
+  store8(op + <usize>min(1, rows - 1) * os, a10, a11, count);
+  store8(op + <usize>min(2, rows - 1) * os, a20, a21, count);
+  store8(op + <usize>min(3, rows - 1) * os, a30, a31, count);
+}
+
+// The int8 weights of one packed panel as f32, [K][8].
+function dequantizePanel(dst: usize, panel: usize, K: i32): void {
+  const nb = K >> 5;
+  let bp = panel;
+  let wp = dst;
+  for (let b = 0; b < nb; b++) {
+    let qp = bp + 32;
+    for (let j = 0; j < 32; j++) {
+      v128.store(wp, q8Lo(qp));
+      v128.store(wp, q8Hi(qp), 16);
+      qp += 8;
+      wp += 32;
+    }
+    bp += Q8_BLOCK_BYTES;
+  }
+}
+
+// scratch: room for the f32 weights of the panels of one group (panelGroup(M, P, K·32)·K·32 bytes),
+// used when M ≥ 16.
+export function matmul_q8(out: usize, x: usize, w: usize, M: i32, N: i32, K: i32, scratch: usize): void {
   const P = (N + 7) >> 3;
   const panelBytes = (K >> 5) * <i32>Q8_BLOCK_BYTES;
   const xs = <usize>K << 2;
   const os = <usize>N << 2;
+  if (M >= 16) {
+    // widen a group of panels to f32 once, then stream all rows over it
+    const fBytes = <usize>K << 5;
+    const group = panelGroup(M, P, K << 5);
+    for (let p0 = 0; p0 < P; p0 += group) {
+      const p1 = min(P, p0 + group);
+      for (let p = p0; p < p1; p++) dequantizePanel(scratch + <usize>(p - p0) * fBytes, w + <usize>p * panelBytes, K);
+      let r = 0;
+      for (; r + 1 < M; r += 4) {
+        const xr = x + <usize>r * xs;
+        const or = out + <usize>r * os;
+        const rows = min(4, M - r);
+        for (let p = p0; p < p1; p++) q8Tile4x8F(or, xr, w + <usize>p * panelBytes, scratch + <usize>(p - p0) * fBytes, N, K, p << 3, rows);
+      }
+      for (; r < M; r++) {
+        const xr = x + <usize>r * xs;
+        const or = out + <usize>r * os;
+        for (let p = p0; p < p1; p++) q8Tile1x8(or, xr, w + <usize>p * panelBytes, N, K, p << 3);
+      }
+    }
+    return;
+  }
   const group = panelGroup(M, P, panelBytes);
   for (let p0 = 0; p0 < P; p0 += group) {
     const p1 = min(P, p0 + group);
@@ -591,43 +686,100 @@ function scoreBlock<T>(q: usize, k: usize, stride: usize, hd: i32, sqrtHd: f32, 
   }
 }
 
-// In place on att[0 .. n): subtract the max, exponentiate (4 tokens at a time from t = 0, the tail
-// through the same lane-wise exp4), sum sequentially in token order, divide by the sum.
-function softmax(att: usize, n: i32): void {
-  // max is exact and order-free (f32.max and f32x4.max agree, NaN included), so it may run 4-wide
+// A tile: 1 to 4 queries that read the same KV head of the same sequence (query rows of one prompt
+// chunk, and the query heads of a GQA group). Query s is described at desc + 32·s by four i32 (its q
+// pointer, out pointer, token count n = position + 1, score row) and two f32 (softmax max and sum).
+// Every query goes through the same operations as when it is alone; the tile only shares loads of K
+// and V and runs independent chains side by side.
+const DESC_BYTES: usize = 32;
+
+@inline function descQ(desc: usize, s: i32): usize { return <usize>load<i32>(desc + <usize>s * DESC_BYTES); }
+@inline function descO(desc: usize, s: i32): usize { return <usize>load<i32>(desc + <usize>s * DESC_BYTES, 4); }
+@inline function descN(desc: usize, s: i32): i32 { return load<i32>(desc + <usize>s * DESC_BYTES, 8); }
+@inline function descAtt(desc: usize, s: i32): usize { return <usize>load<i32>(desc + <usize>s * DESC_BYTES, 12); }
+@inline function descMax(desc: usize, s: i32): f32 { return load<f32>(desc + <usize>s * DESC_BYTES, 16); }
+
+// Softmax of each query's scores, in place on att[0 .. n): subtract the max, exponentiate (4 tokens
+// at a time from t = 0, the tail through the same lane-wise exp4), sum sequentially in token order,
+// divide by the sum. The sums are serial chains, so the tile's queries run them side by side.
+
+// max is exact and order-free (f32.max and f32x4.max agree, NaN included), so it runs 4-wide
+function rowMax(att: usize, n: i32): f32 {
   let mv = f32x4.splat(-Infinity);
   let t = 0;
   for (; t + 4 <= n; t += 4) mv = f32x4.max(mv, v128.load(att + (<usize>t << 2)));
-  let maxScore = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
-  for (; t < n; t++) maxScore = max(maxScore, load<f32>(att + (<usize>t << 2)));
-  let sum: f32 = 0;
-  const mx = f32x4.splat(maxScore);
-  t = 0;
-  for (; t + 4 <= n; t += 4) {
-    const p = att + (<usize>t << 2);
-    const e = exp4(f32x4.sub(v128.load(p), mx));
-    v128.store(p, e);
-    sum += f32x4.extract_lane(e, 0);
-    sum += f32x4.extract_lane(e, 1);
-    sum += f32x4.extract_lane(e, 2);
-    sum += f32x4.extract_lane(e, 3);
+  let m = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+  for (; t < n; t++) m = max(m, load<f32>(att + (<usize>t << 2)));
+  return m;
+}
+
+@inline
+function expAdd4(p: usize, mx: v128, sum: f32): f32 {
+  const e = exp4(f32x4.sub(v128.load(p), mx));
+  v128.store(p, e);
+  sum += f32x4.extract_lane(e, 0);
+  sum += f32x4.extract_lane(e, 1);
+  sum += f32x4.extract_lane(e, 2);
+  return sum + f32x4.extract_lane(e, 3);
+}
+
+// Tokens [0, tB) (tB a multiple of 4) of queries s0 .. s0+Q-1 (Q = 1, 2 or 4), sums carried in desc.
+@inline
+function expSum(desc: usize, s0: i32, Q: i32, tB: i32): void {
+  const p0 = descAtt(desc, s0), p1 = descAtt(desc, s0 + min(1, Q - 1)), p2 = descAtt(desc, s0 + min(2, Q - 1)), p3 = descAtt(desc, s0 + min(3, Q - 1));
+  const m0 = f32x4.splat(descMax(desc, s0)), m1 = f32x4.splat(descMax(desc, s0 + min(1, Q - 1)));
+  const m2 = f32x4.splat(descMax(desc, s0 + min(2, Q - 1))), m3 = f32x4.splat(descMax(desc, s0 + min(3, Q - 1)));
+  let u0: f32 = 0, u1: f32 = 0, u2: f32 = 0, u3: f32 = 0;
+  for (let t = 0; t < tB; t += 4) {
+    const o = <usize>t << 2;
+    u0 = expAdd4(p0 + o, m0, u0);
+    if (Q >= 2) u1 = expAdd4(p1 + o, m1, u1);
+    if (Q == 4) {
+      u2 = expAdd4(p2 + o, m2, u2);
+      u3 = expAdd4(p3 + o, m3, u3);
+    }
   }
-  for (; t < n; t++) {
-    const p = att + (<usize>t << 2);
-    const e = exp1(load<f32>(p) - maxScore);
-    store<f32>(p, e);
-    sum += e;
+  store<f32>(desc + <usize>s0 * DESC_BYTES, u0, 20);
+  if (Q >= 2) store<f32>(desc + <usize>(s0 + 1) * DESC_BYTES, u1, 20);
+  if (Q == 4) {
+    store<f32>(desc + <usize>(s0 + 2) * DESC_BYTES, u2, 20);
+    store<f32>(desc + <usize>(s0 + 3) * DESC_BYTES, u3, 20);
   }
-  // IEEE division is correctly rounded, so dividing 4 lanes at once gives the scalar bits
-  const sv = f32x4.splat(sum);
-  t = 0;
-  for (; t + 4 <= n; t += 4) {
-    const p = att + (<usize>t << 2);
-    v128.store(p, f32x4.div(v128.load(p), sv));
-  }
-  for (; t < n; t++) {
-    const p = att + (<usize>t << 2);
-    store<f32>(p, load<f32>(p) / sum);
+}
+
+function softmaxTile(desc: usize, cnt: i32, nmin: i32): void {
+  for (let s = 0; s < cnt; s++) store<f32>(desc + <usize>s * DESC_BYTES, rowMax(descAtt(desc, s), descN(desc, s)), 16);
+  // the common prefix, whole groups of 4 tokens, chains side by side
+  const tB = nmin & ~3;
+  let s = 0;
+  for (; s + 4 <= cnt; s += 4) expSum(desc, s, 4, tB);
+  for (; s + 2 <= cnt; s += 2) expSum(desc, s, 2, tB);
+  for (; s < cnt; s++) expSum(desc, s, 1, tB);
+  for (s = 0; s < cnt; s++) {
+    const att = descAtt(desc, s);
+    const n = descN(desc, s);
+    const maxScore = descMax(desc, s);
+    const mx = f32x4.splat(maxScore);
+    let sum = load<f32>(desc + <usize>s * DESC_BYTES, 20);
+    let t = tB;
+    for (; t + 4 <= n; t += 4) sum = expAdd4(att + (<usize>t << 2), mx, sum);
+    for (; t < n; t++) {
+      const p = att + (<usize>t << 2);
+      const e = exp1(load<f32>(p) - maxScore);
+      store<f32>(p, e);
+      sum += e;
+    }
+    // IEEE division is correctly rounded, so dividing 4 lanes at once gives the scalar bits
+    const sv = f32x4.splat(sum);
+    t = 0;
+    for (; t + 4 <= n; t += 4) {
+      const p = att + (<usize>t << 2);
+      v128.store(p, f32x4.div(v128.load(p), sv));
+    }
+    for (; t < n; t++) {
+      const p = att + (<usize>t << 2);
+      store<f32>(p, load<f32>(p) / sum);
+    }
   }
 }
 
@@ -799,17 +951,6 @@ function accumulateV2x16<T>(
   v128.store(o1, c13, 48);
 }
 
-// A tile: 1 to 4 queries that read the same KV head of the same sequence (query rows of one prompt
-// chunk, and the query heads of a GQA group). Query s is described at desc + 16·s by four i32: its
-// q pointer, out pointer, token count n (= position + 1) and score row. Every query goes through the
-// same operations as when it is alone; the tile only shares loads of K and V between them.
-const DESC_BYTES: usize = 16;
-
-@inline function descQ(desc: usize, s: i32): usize { return <usize>load<i32>(desc + <usize>s * DESC_BYTES); }
-@inline function descO(desc: usize, s: i32): usize { return <usize>load<i32>(desc + <usize>s * DESC_BYTES, 4); }
-@inline function descN(desc: usize, s: i32): i32 { return load<i32>(desc + <usize>s * DESC_BYTES, 8); }
-@inline function descAtt(desc: usize, s: i32): usize { return <usize>load<i32>(desc + <usize>s * DESC_BYTES, 12); }
-
 function attendTile<T>(
   desc: usize, cnt: i32, table: usize, kBase: usize, vBase: usize, blockSize: i32, blockBytes: usize,
   tokenBytes: usize, hd: i32, sqrtHd: f32,
@@ -827,7 +968,7 @@ function attendTile<T>(
       if (n > t0) scoreBlock<T>(descQ(desc, s), kp, tokenBytes, hd, sqrtHd, descAtt(desc, s) + (<usize>t0 << 2), min(blockSize, n - t0));
     }
   }
-  for (let s = 0; s < cnt; s++) softmax(descAtt(desc, s), descN(desc, s));
+  softmaxTile(desc, cnt, nmin);
   // weighted sums of V: the common prefix [0, nmin) for all queries together, then each query's tail
   if (cnt == 1 || (hd & 7) != 0) {
     for (let s = 0; s < cnt; s++) {
@@ -871,7 +1012,7 @@ function attentionT<T>(
   const headBytes = <usize>headDim << 2;
   const sqrtHd = Mathf.sqrt(<f32>headDim);
   const desc = scratch;
-  for (let s = 0; s < 4; s++) store<i32>(desc + <usize>s * DESC_BYTES, <i32>(scratch + 64 + <usize>s * (<usize>attStride << 2)), 12);
+  for (let s = 0; s < 4; s++) store<i32>(desc + <usize>s * DESC_BYTES, <i32>(scratch + 4 * DESC_BYTES + <usize>s * (<usize>attStride << 2)), 12);
   let r = 0;
   while (r < M) {
     // rows that share a block table read the same K and V
@@ -904,7 +1045,7 @@ function attentionT<T>(
 // Per (row, head): scores in token order, softmax with the max subtracted, then the weighted sum of V
 // in token order — the same sequence of operations whatever else is in the batch. Consecutive rows of
 // one sequence are tiled (see attendTile) so that K and V are read once per tile, not once per row.
-// scratch: 64 bytes of tile descriptors, then 4 score rows of attStride f32 (≥ max position + 1).
+// scratch: 128 bytes of tile descriptors, then 4 score rows of attStride f32 (≥ max position + 1).
 export function attention(
   out: usize, q: usize, base: usize, blockSize: i32, nLayers: i32, nKvHeads: i32, headDim: i32, f16: bool,
   layer: i32, nHeads: i32, M: i32, positions: usize, blockTables: usize, scratch: usize, attStride: i32,
