@@ -15,6 +15,29 @@ export class Scheduler {
     return this.pick(req, candidates);
   }
 
+  /**
+   * The same cycle, synchronous when no producer has to wait (the common case: a cached or estimated
+   * token count), so the request path takes no promise hop for it.
+   */
+  scheduleNow(req: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult | Promise<SchedulingResult> {
+    const producers = this.config.producers;
+    for (let i = 0; i < producers.length; i++) {
+      const r = producers[i]!.produce(req, candidates);
+      if (r) return this.finish(r, i + 1, req, candidates);
+    }
+    return this.pick(req, candidates);
+  }
+
+  private async finish(pending: Promise<void>, next: number, req: SchedulingRequest, candidates: readonly Endpoint[]): Promise<SchedulingResult> {
+    await pending;
+    const producers = this.config.producers;
+    for (let i = next; i < producers.length; i++) {
+      const r = producers[i]!.produce(req, candidates);
+      if (r) await r;
+    }
+    return this.pick(req, candidates);
+  }
+
   /** The profile handler's part alone (producers already ran). */
   pick(req: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult {
     const { profiles } = this.config;

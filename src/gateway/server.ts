@@ -4,7 +4,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import type { Dispatcher } from 'undici';
 import { DEFAULT_CONFIG_YAML, loadSchedulerConfig } from './config.ts';
 import { EndpointPool, parseRegistration, RegistrationError, type EndpointSpec, type EndpointState, type PoolOptions } from './endpoints.ts';
 import { GatewayMetrics, type ErrorReason } from './metrics.ts';
@@ -21,8 +20,10 @@ import {
   toSchedulingRequest,
 } from './openai.ts';
 import { Scheduler } from './scheduler.ts';
+import { DeadlineList, type Deadlined } from './deadlines.ts';
+import { UpstreamLeg, type StreamSink } from './upstream.ts';
 import type { BlockIndex } from './prefix/block-index.ts';
-import { NoEndpointError, type Endpoint, type SchedulingRequest, type SchedulingResult } from './types.ts';
+import { NoEndpointError, type Endpoint, type RouteDecision, type SchedulingRequest, type SchedulingResult } from './types.ts';
 
 export interface GatewayOptions {
   port?: number;
@@ -53,18 +54,44 @@ const HOP_BY_HOP = new Set([
 
 class ClientGone extends Error {}
 
-interface Exchange {
-  req: IncomingMessage;
-  res: ServerResponse;
-  start: number;
-  path: string;
-  sreq: SchedulingRequest;
-  raw: Buffer;
-  stream: boolean;
-  signal: AbortSignal;
-  /** response headers every answer carries */
-  headers: Record<string, string>;
-  upstreamHeaders: Record<string, string>;
+/** One client request on its way through the gateway: its deadline, and how to cancel its current leg. */
+class Exchange implements Deadlined {
+  sreq!: SchedulingRequest;
+  raw!: Buffer;
+  stream = false;
+  /** forwarded to the engines, as a flat [name, value, …] list (undici's cheapest form) */
+  upstreamHeaders!: string[];
+  aborted = false;
+  reason: unknown;
+  /** the leg in flight, cancelled on abort */
+  leg: UpstreamLeg | undefined;
+  deadline = 0;
+  prevDeadline: Deadlined | undefined;
+  nextDeadline: Deadlined | undefined;
+  listed = false;
+
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly start: number,
+    readonly path: string,
+    /** response headers every answer carries */
+    readonly headers: Record<string, string>,
+    private readonly timeoutMs: number,
+  ) {}
+
+  abort(reason: Error): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const leg = this.leg;
+    this.leg = undefined;
+    leg?.abort(reason);
+  }
+
+  expired(): void {
+    this.abort(new HttpError(504, `request timed out after ${this.timeoutMs} ms`, 'server_error', 'timeout'));
+  }
 }
 
 export class Gateway {
@@ -75,7 +102,8 @@ export class Gateway {
   readonly server: Server;
   private inflight = 0;
   private readonly opts: Required<Omit<GatewayOptions, 'pool' | 'endpoints' | 'configText' | 'apiKeys'>> & { apiKeys: Buffer[] };
-  private readonly log: (line: string) => void;
+  readonly log: (line: string) => void;
+  private readonly deadlines: DeadlineList;
 
   constructor(options: GatewayOptions = {}) {
     this.log = options.log ?? ((l) => console.error(`[gateway] ${l}`));
@@ -91,6 +119,8 @@ export class Gateway {
       log: this.log,
       apiKeys: (options.apiKeys ?? []).map((k) => Buffer.from(k)),
     };
+    // deadlines fire up to a tick late: 1 s for the default 600 s, finer for short timeouts
+    this.deadlines = new DeadlineList(Math.min(1000, Math.max(5, Math.floor(this.opts.requestTimeoutMs / 20))));
     this.pool = new EndpointPool({ log: this.log, ...options.pool });
     const config = loadSchedulerConfig(options.configText ?? DEFAULT_CONFIG_YAML, {
       rates: this.rates,
@@ -113,6 +143,7 @@ export class Gateway {
 
   async listen(): Promise<this> {
     this.pool.start();
+    this.deadlines.start();
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.opts.port, this.opts.host, () => resolve());
@@ -131,6 +162,7 @@ export class Gateway {
   async close(): Promise<void> {
     this.server.closeAllConnections();
     await new Promise<void>((r) => this.server.close(() => r()));
+    this.deadlines.stop();
     await this.scheduler.close();
     await this.pool.close();
   }
@@ -252,12 +284,12 @@ export class Gateway {
       return sendError(res, new HttpError(429, `gateway overloaded: ${this.inflight} requests in flight`, 'rate_limit_error', 'gateway_overloaded'), { ...headers, 'retry-after': '1' });
     }
     this.inflight++;
-    const ac = new AbortController();
+    const ex = new Exchange(req, res, start, path, headers, this.opts.requestTimeoutMs);
     const onClose = () => {
-      if (!res.writableFinished) ac.abort(new ClientGone('client disconnected'));
+      if (!res.writableFinished) ex.abort(new ClientGone('client disconnected'));
     };
     res.on('close', onClose);
-    const timer = setTimeout(() => ac.abort(new HttpError(504, `request timed out after ${this.opts.requestTimeoutMs} ms`, 'server_error', 'timeout')), this.opts.requestTimeoutMs);
+    this.deadlines.add(ex, start + this.opts.requestTimeoutMs);
     let route: SchedulingResult['decision'] = 'decode-only';
     try {
       let raw: Buffer;
@@ -287,7 +319,9 @@ export class Gateway {
       const t0 = performance.now();
       let result: SchedulingResult;
       try {
-        result = await this.scheduler.schedule(sreq, candidates);
+        // synchronous unless a producer has to wait (an engine's /tokenize): no promise hop per request
+        const r = this.scheduler.scheduleNow(sreq, candidates);
+        result = r instanceof Promise ? await r : r;
       } catch (err) {
         if (err instanceof NoEndpointError) {
           this.metrics.error('no_endpoint');
@@ -299,11 +333,13 @@ export class Gateway {
       this.metrics.decision(result.decision);
       this.scheduler.routed(sreq, result);
       headers['x-tandem-decision'] = sanitize(result.reason);
-      const upstreamHeaders = forwardHeaders(req, requestId, this.opts.apiKeys.length > 0);
-      const ex: Exchange = { req, res, start, path, sreq, raw, stream: sreq.body.stream === true, signal: ac.signal, headers, upstreamHeaders };
+      ex.sreq = sreq;
+      ex.raw = raw;
+      ex.stream = sreq.body.stream === true;
+      ex.upstreamHeaders = forwardHeaders(req, requestId, this.opts.apiKeys.length > 0);
       route = await this.dispatch(ex, result);
     } catch (err) {
-      const reason = ac.signal.aborted ? ac.signal.reason : err;
+      const reason = ex.aborted ? ex.reason : err;
       if (reason instanceof ClientGone) {
         this.metrics.error('client_disconnect');
       } else if (reason instanceof HttpError) {
@@ -311,7 +347,7 @@ export class Gateway {
         sendError(res, reason, headers);
       } else throw err;
     } finally {
-      clearTimeout(timer);
+      this.deadlines.remove(ex);
       res.off('close', onClose);
       this.inflight--;
       this.metrics.observeDuration(route, (performance.now() - start) / 1000);
@@ -340,18 +376,15 @@ export class Gateway {
     return 'decode-only';
   }
 
-  private async send(ep: EndpointState, ex: Exchange, body: Buffer): Promise<Dispatcher.ResponseData> {
-    return ep.traffic.request({
-      path: ex.path,
-      method: 'POST',
-      headers: { ...ex.upstreamHeaders, 'content-length': String(body.length) },
-      body,
-      signal: ex.signal,
-    });
+  /** Sends one leg; a client gone or a timeout cancels it through `ex.abort`. */
+  private send(ep: EndpointState, ex: Exchange, body: Buffer, leg: UpstreamLeg): Promise<void> {
+    if (ex.aborted) return Promise.reject(ex.reason);
+    ex.leg = leg;
+    return leg.start(ep.traffic, { path: ex.path, method: 'POST', headers: ex.upstreamHeaders, body });
   }
 
   private upstreamFailed(ex: Exchange, ep: EndpointState, err: unknown, reason: ErrorReason): void {
-    if (ex.signal.aborted) throw ex.signal.reason;
+    if (ex.aborted) throw ex.reason;
     this.metrics.error(reason);
     const code = (err as { code?: string })?.code ?? '';
     if (reason === 'upstream_connect' && /ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|UND_ERR_CONNECT|EHOSTUNREACH|ENOTFOUND/.test(code)) this.pool.reportFailure(ep, err);
@@ -369,10 +402,12 @@ export class Gateway {
       ep.inflight++;
       ep.inflightTokens += tokens;
       try {
-        const r = await this.send(ep, ex, body);
-        const text = await r.body.text();
-        if (r.statusCode < 200 || r.statusCode >= 300) {
-          this.log(`prefill ${ep.id} answered ${r.statusCode} for ${ex.sreq.requestId}: ${text.slice(0, 200)}`);
+        const leg = new UpstreamLeg();
+        await this.send(ep, ex, body, leg);
+        ex.leg = undefined;
+        const text = leg.body.toString('utf8');
+        if (leg.status < 200 || leg.status >= 300) {
+          this.log(`prefill ${ep.id} answered ${leg.status} for ${ex.sreq.requestId}: ${text.slice(0, 200)}`);
           this.metrics.error('prefill_failed');
           continue;
         }
@@ -386,7 +421,8 @@ export class Gateway {
         this.rates.observePrefill(ep.id, tokens - cached, (performance.now() - t0) / 1000);
         return { endpoint: ep, kvTransferParams: j.kv_transfer_params, cachedTokens: cached };
       } catch (err) {
-        if (ex.signal.aborted) throw ex.signal.reason;
+        ex.leg = undefined;
+        if (ex.aborted) throw ex.reason;
         this.log(`prefill ${ep.id} failed for ${ex.sreq.requestId}: ${(err as Error).message}`);
         this.upstreamFailed(ex, ep, err, 'upstream_connect');
         this.metrics.error('prefill_failed');
@@ -420,45 +456,55 @@ export class Gateway {
         pendingHeld = 0;
       };
       ex.headers['x-tandem-decode-endpoint'] = ep.id;
+      const canRetry = i + 1 < tries;
+      // an SSE answer is relayed as it arrives; anything else is buffered (small), so an upstream
+      // dying mid-body is still retryable
+      const leg = new UpstreamLeg(
+        ex.stream
+          ? (l) => (l.status === 200 && l.contentType.startsWith('text/event-stream') ? new SseRelay(this, ex, ep, l, pd, legStart, tokens, release, canRetry) : undefined)
+          : undefined,
+      );
       try {
-        let r: Dispatcher.ResponseData;
         try {
-          r = await this.send(ep, ex, body);
+          await this.send(ep, ex, body, leg);
         } catch (err) {
-          this.upstreamFailed(ex, ep, err, 'upstream_connect');
-          lastError = new HttpError(502, `endpoint ${ep.id} failed: ${(err as Error).message}`, 'server_error', 'upstream_error');
-          continue;
-        }
-        const retryable = r.statusCode >= 500 || r.statusCode === 429;
-        const contentType = String(r.headers['content-type'] ?? 'application/json');
-        if (retryable && i + 1 < tries) {
-          const text = await r.body.text().catch(() => '');
-          this.metrics.error('upstream_status');
-          this.log(`${ep.id} answered ${r.statusCode} for ${ex.sreq.requestId}; trying another endpoint: ${text.slice(0, 200)}`);
-          lastError = new HttpError(r.statusCode, text || `upstream ${r.statusCode}`, 'server_error', 'upstream_error');
-          continue;
-        }
-        const sse = ex.stream && r.statusCode === 200 && contentType.startsWith('text/event-stream');
-        if (!sse) {
-          // a complete JSON answer: buffer it (small), so an upstream dying mid-body is still retryable
-          let buf: Buffer;
-          try {
-            buf = Buffer.from(await r.body.arrayBuffer());
-          } catch (err) {
+          if (leg.sink) throw err; // the relay decided (retryable or not)
+          if (!leg.headersReceived) {
             this.upstreamFailed(ex, ep, err, 'upstream_connect');
-            lastError = new HttpError(502, `endpoint ${ep.id} broke mid-response: ${(err as Error).message}`, 'server_error', 'upstream_error');
+            lastError = new HttpError(502, `endpoint ${ep.id} failed: ${(err as Error).message}`, 'server_error', 'upstream_error');
             continue;
           }
-          release();
-          if (r.statusCode >= 400) this.metrics.error('upstream_status');
-          if (pd && r.statusCode === 200) {
-            buf = this.rewriteJson(buf, pd.cachedTokens);
+          if ((leg.status >= 500 || leg.status === 429) && canRetry) {
+            if (ex.aborted) throw ex.reason;
+            this.metrics.error('upstream_status');
+            this.log(`${ep.id} answered ${leg.status} for ${ex.sreq.requestId}; trying another endpoint: `);
+            lastError = new HttpError(leg.status, `upstream ${leg.status}`, 'server_error', 'upstream_error');
+            continue;
           }
-          ex.res.writeHead(r.statusCode, { ...ex.headers, 'content-type': contentType, 'content-length': buf.length });
-          ex.res.end(buf);
-          return;
+          this.upstreamFailed(ex, ep, err, 'upstream_connect');
+          lastError = new HttpError(502, `endpoint ${ep.id} broke mid-response: ${(err as Error).message}`, 'server_error', 'upstream_error');
+          continue;
+        } finally {
+          ex.leg = undefined;
         }
-        await this.relayStream(ex, ep, r, pd, legStart, tokens, release, i + 1 < tries);
+        if (leg.sink) return; // relayed
+        const status = leg.status;
+        if ((status >= 500 || status === 429) && canRetry) {
+          const text = leg.body.toString('utf8');
+          this.metrics.error('upstream_status');
+          this.log(`${ep.id} answered ${status} for ${ex.sreq.requestId}; trying another endpoint: ${text.slice(0, 200)}`);
+          lastError = new HttpError(status, text || `upstream ${status}`, 'server_error', 'upstream_error');
+          continue;
+        }
+        release();
+        if (status >= 400) this.metrics.error('upstream_status');
+        let buf = leg.body;
+        if (pd && status === 200) buf = this.rewriteJson(buf, pd.cachedTokens);
+        const h = ex.headers;
+        h['content-type'] = leg.contentType || 'application/json';
+        h['content-length'] = String(buf.length);
+        ex.res.writeHead(status, h);
+        ex.res.end(buf);
         return;
       } catch (err) {
         if (err instanceof RetryableStreamError) {
@@ -484,107 +530,101 @@ export class Gateway {
   }
 
   /** A split request's first streamed byte bounds the KV pull (a whole non-streamed answer does not). */
-  private observeSplit(ep: EndpointState, tokens: number, seconds: number): void {
+  observeSplit(ep: EndpointState, tokens: number, seconds: number): void {
     this.rates.observeTransfer(tokens * (ep.kvBytesPerToken ?? 16384), seconds);
   }
+}
 
-  /**
-   * Relays an SSE body event by event as it arrives (plain 'data' events: cheaper than an async
-   * iterator per chunk). Headers are committed with the first chunk, so a stream that breaks before
-   * it can still be retried elsewhere.
-   */
-  private relayStream(
-    ex: Exchange,
-    ep: EndpointState,
-    r: Dispatcher.ResponseData,
-    pd: { cachedTokens: number; transferTokens: number } | undefined,
-    legStart: number,
-    tokens: number,
-    release: () => void,
-    canRetry: boolean,
-  ): Promise<void> {
-    const body = r.body;
-    const res = ex.res;
-    const route = pd ? 'prefill-decode' : 'decode-only';
-    const rewriter = pd ? new SseUsageRewriter(pd.cachedTokens) : undefined;
-    return new Promise<void>((resolve, reject) => {
-      let started = false;
-      let finished = false;
-      let last = 0;
-      let tail = '';
-      const cleanup = () => {
-        finished = true;
-        body.off('data', onData);
-        body.off('end', onEnd);
-        body.off('error', onError);
-        ex.signal.removeEventListener('abort', onAbort);
-      };
-      const start = () => {
-        started = true;
-        release();
-        last = performance.now();
-        this.metrics.observeTtft(route, (last - ex.start) / 1000);
-        if (pd) this.observeSplit(ep, pd.transferTokens, (last - legStart) / 1000);
-        else this.rates.observePrefill(ep.id, tokens, (last - legStart) / 1000);
-        // no flushHeaders: the headers leave in the same packet as the first chunk
-        res.writeHead(200, { ...ex.headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-      };
-      const onData = (chunk: Buffer) => {
-        if (!started) start();
-        else {
-          const t = performance.now();
-          this.metrics.itl.observe((t - last) / 1000);
-          last = t;
-        }
-        const data = rewriter ? rewriter.push(chunk) : chunk;
-        if (rewriter && data === '') return;
-        tail = lastBytes(tail, typeof data === 'string' ? Buffer.from(data) : data);
-        if (!res.write(data)) {
-          body.pause();
-          res.once('drain', () => body.resume());
-        }
-      };
-      const onEnd = () => {
-        if (finished) return;
-        cleanup();
-        if (!started) start();
-        if (rewriter) {
-          const rest = rewriter.flush();
-          if (rest) res.write(rest);
-        }
-        res.end();
-        resolve();
-      };
-      const onAbort = () => {
-        if (finished) return;
-        cleanup();
-        body.destroy();
-        reject(ex.signal.reason);
-      };
-      const onError = (err: Error) => {
-        if (finished) return;
-        cleanup();
-        if (ex.signal.aborted) return reject(ex.signal.reason);
-        this.pool.reportFailure(ep, err);
-        if (!started) {
-          this.metrics.error('upstream_connect');
-          const msg = `endpoint ${ep.id} broke before its first byte: ${err.message}`;
-          return reject(canRetry ? new RetryableStreamError(msg) : new HttpError(502, msg, 'server_error', 'upstream_error'));
-        }
-        this.metrics.error('decode_stream_broken');
-        this.log(`stream from ${ep.id} broke for ${ex.sreq.requestId}: ${err.message}`);
-        // finish the SSE stream properly: an error event the OpenAI clients understand, then [DONE]
-        const sep = tail.endsWith('\n\n') || tail === '' ? '' : '\n\n';
-        const ev = errorBody(`upstream ${ep.id} failed mid-stream: ${err.message}`, 'server_error', 'upstream_stream_broken');
-        res.end(`${sep}data: ${ev}\n\ndata: [DONE]\n\n`);
-        resolve();
-      };
-      if (ex.signal.aborted) return onAbort();
-      body.on('data', onData);
-      body.on('end', onEnd);
-      body.on('error', onError);
-      ex.signal.addEventListener('abort', onAbort, { once: true });
-    });
+/**
+ * Relays an SSE body event by event as it arrives, straight from undici's parser callbacks. Headers
+ * are committed with the first chunk, so a stream that breaks before it can still be retried elsewhere.
+ */
+class SseRelay implements StreamSink {
+  private started = false;
+  private last = 0;
+  private tail = '';
+  private readonly rewriter: SseUsageRewriter | undefined;
+  private readonly route: RouteDecision;
+
+  constructor(
+    private readonly gw: Gateway,
+    private readonly ex: Exchange,
+    private readonly ep: EndpointState,
+    private readonly leg: UpstreamLeg,
+    private readonly pd: { cachedTokens: number; transferTokens: number } | undefined,
+    private readonly legStart: number,
+    private readonly tokens: number,
+    private readonly release: () => void,
+    private readonly canRetry: boolean,
+  ) {
+    this.route = pd ? 'prefill-decode' : 'decode-only';
+    this.rewriter = pd ? new SseUsageRewriter(pd.cachedTokens) : undefined;
+  }
+
+  private begin(): void {
+    this.started = true;
+    this.release();
+    const now = performance.now();
+    this.last = now;
+    const gw = this.gw;
+    gw.metrics.observeTtft(this.route, (now - this.ex.start) / 1000);
+    if (this.pd) gw.observeSplit(this.ep, this.pd.transferTokens, (now - this.legStart) / 1000);
+    else gw.rates.observePrefill(this.ep.id, this.tokens, (now - this.legStart) / 1000);
+    const h = this.ex.headers;
+    h['content-type'] = 'text/event-stream';
+    h['cache-control'] = 'no-cache';
+    // no flushHeaders: the headers leave in the same packet as the first chunk
+    this.ex.res.writeHead(200, h);
+  }
+
+  data(chunk: Buffer): boolean {
+    if (!this.started) this.begin();
+    else {
+      const t = performance.now();
+      this.gw.metrics.itl.observe((t - this.last) / 1000);
+      this.last = t;
+    }
+    let data: Buffer | string = chunk;
+    if (this.rewriter) {
+      data = this.rewriter.push(chunk);
+      if (data === '') return true;
+    }
+    this.tail = lastBytes(this.tail, typeof data === 'string' ? Buffer.from(data) : data);
+    const res = this.ex.res;
+    if (!res.write(data)) {
+      res.once('drain', () => this.leg.resume());
+      return false;
+    }
+    return true;
+  }
+
+  end(): void {
+    if (!this.started) this.begin();
+    const res = this.ex.res;
+    if (this.rewriter) {
+      const rest = this.rewriter.flush();
+      if (rest) res.write(rest);
+    }
+    res.end();
+  }
+
+  error(err: Error): unknown {
+    const ex = this.ex;
+    if (ex.aborted) return ex.reason;
+    const gw = this.gw;
+    gw.pool.reportFailure(this.ep, err);
+    if (!this.started) {
+      gw.metrics.error('upstream_connect');
+      const msg = `endpoint ${this.ep.id} broke before its first byte: ${err.message}`;
+      return this.canRetry ? new RetryableStreamError(msg) : new HttpError(502, msg, 'server_error', 'upstream_error');
+    }
+    gw.metrics.error('decode_stream_broken');
+    gw.log(`stream from ${this.ep.id} broke for ${ex.sreq.requestId}: ${err.message}`);
+    // finish the SSE stream properly: an error event the OpenAI clients understand, then [DONE]
+    const sep = this.tail.endsWith('\n\n') || this.tail === '' ? '' : '\n\n';
+    const ev = errorBody(`upstream ${this.ep.id} failed mid-stream: ${err.message}`, 'server_error', 'upstream_stream_broken');
+    ex.res.end(`${sep}data: ${ev}\n\ndata: [DONE]\n\n`);
+    return undefined;
   }
 }
 
@@ -600,16 +640,19 @@ function sanitize(s: string): string {
   return s.replace(/[^\x20-\x7e]/g, '?');
 }
 
-function forwardHeaders(req: IncomingMessage, requestId: string, stripAuth: boolean): Record<string, string> {
-  const out: Record<string, string> = {};
+function forwardHeaders(req: IncomingMessage, requestId: string, stripAuth: boolean): string[] {
+  const out: string[] = [];
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i]!.toLowerCase();
-    if (HOP_BY_HOP.has(k) || k === 'x-request-id' || (stripAuth && k === 'authorization')) continue;
-    out[k] = out[k] !== undefined ? `${out[k]}, ${raw[i + 1]}` : raw[i + 1]!;
+    if (HOP_BY_HOP.has(k) || k === 'x-request-id' || k === 'content-type' || (stripAuth && k === 'authorization')) continue;
+    // repeated headers are joined, as a header object would
+    let j = 0;
+    while (j < out.length && out[j] !== k) j += 2;
+    if (j < out.length) out[j + 1] = `${out[j + 1]}, ${raw[i + 1]}`;
+    else out.push(k, raw[i + 1]!);
   }
-  out['x-request-id'] = requestId;
-  out['content-type'] = 'application/json';
+  out.push('x-request-id', requestId, 'content-type', 'application/json');
   return out;
 }
 

@@ -79,6 +79,7 @@ test('attention tile: a masked-out token holding inf does not leak into earlier 
   const rows = [0, 1, 2, 3].map((pos) => ({ seq: 0, pos }));
   const out = scen.attend(rows, randomF32(4 * 8, rng(42)), 1);
   for (let i = 0; i < 3 * 8; i++) assert.ok(Number.isFinite(out[i]!), `row ${Math.floor(i / 8)} dim ${i % 8}: ${out[i]}`);
+  assert.ok(out.subarray(3 * 8).every((v) => !Number.isFinite(v)), 'row 3 attends to the inf token');
   k.release(mark);
 });
 

@@ -8,13 +8,10 @@ function finish(h1: number, h2: number): number {
   return 4294967296 * (2097151 & h2) + (h1 >>> 0);
 }
 
-function seedLanes(parent: number): [number, number] {
-  return [0xdeadbeef ^ (parent >>> 0), 0x41c6ce57 ^ Math.floor(parent / 4294967296)];
-}
-
 /** Key of the token block ids[start, end) chained onto `parent`. */
 export function hashTokenBlock(parent: number, ids: ArrayLike<number>, start: number, end: number): number {
-  let [h1, h2] = seedLanes(parent);
+  let h1 = 0xdeadbeef ^ (parent >>> 0);
+  let h2 = 0x41c6ce57 ^ Math.floor(parent / 4294967296);
   for (let i = start; i < end; i++) {
     const t = ids[i]! | 0;
     h1 = Math.imul(h1 ^ t, 2654435761);
@@ -23,13 +20,25 @@ export function hashTokenBlock(parent: number, ids: ArrayLike<number>, start: nu
   return finish(h1, h2);
 }
 
-/** Key of the text block text[start, end) (UTF-16 code units) chained onto `parent`. */
+/**
+ * Key of the text block text[start, end) (UTF-16 code units) chained onto `parent`. Two code units
+ * are packed into one 32-bit word per step (injective, so nothing is lost): half the multiply chain
+ * of a unit-at-a-time loop, which matters on 100 KB prompts hashed on every request.
+ */
 export function hashTextBlock(parent: number, text: string, start: number, end: number): number {
-  let [h1, h2] = seedLanes(parent);
-  for (let i = start; i < end; i++) {
-    const c = text.charCodeAt(i);
-    h1 = Math.imul(h1 ^ c, 2654435761);
-    h2 = Math.imul(h2 ^ c, 1597334677);
+  let h1 = 0xdeadbeef ^ (parent >>> 0);
+  let h2 = 0x41c6ce57 ^ Math.floor(parent / 4294967296);
+  let i = start;
+  for (const last = end - 1; i < last; i += 2) {
+    const w = text.charCodeAt(i) | (text.charCodeAt(i + 1) << 16);
+    h1 = Math.imul(h1 ^ w, 2654435761);
+    h2 = Math.imul(h2 ^ w, 1597334677);
+  }
+  if (i < end) {
+    // an odd last unit (the block length fixes whether there is one, so keys stay injective per length)
+    const w = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ w, 2654435761);
+    h2 = Math.imul(h2 ^ w, 1597334677);
   }
   return finish(h1, h2);
 }
