@@ -8,6 +8,7 @@ const BENCHES: Record<string, string> = {
   gateway: './gateway.ts',
   kvstore: './kvstore.ts',
   pd: './pd.ts',
+  llamacpp: './llamacpp/cli.ts',
 };
 
 export async function main(argv: string[]): Promise<number | void> {
