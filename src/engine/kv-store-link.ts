@@ -61,7 +61,10 @@ export class KvStoreLink implements ExternalKvSource {
     const i = this.engine.internals;
     const C = this.store.chunkTokens;
     const prompt = seq.tokens.slice(0, seq.numPromptTokens);
-    this.store.load(prompt, seq.cacheSalt ?? '', start + count).then(
+    // Load whole chunks (the store keeps full chunks only): a prompt whose last chunk is full still
+    // gets it, even though its very last token is then computed here.
+    const upTo = Math.min(prompt.length, Math.ceil((start + count) / C) * C);
+    this.store.load(prompt, seq.cacheSalt ?? '', upTo).then(
       (r) => {
         if (seq.status === 'finished') return done(0);
         const pool = { buffer: i.memory.buffer, layout: i.pool };
