@@ -1,7 +1,8 @@
 // The gateway's own Prometheus metrics (served on its /metrics). A private registry per gateway, so
 // several gateways in one process (tests) do not collide. Label children are cached: the hot path
 // should not look labels up per request.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { FastCounter, FastHistogram, type CounterSeries, type HistogramSeries } from './fast-metrics.ts';
 import type { EndpointPool } from './endpoints.ts';
 import type { RouteDecision } from './types.ts';
 import type { BlockIndex } from './prefix/block-index.ts';
@@ -14,25 +15,25 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 
 export class GatewayMetrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'route'>;
-  private readonly errors: Counter<'reason'>;
-  private readonly decisions: Counter<'decision'>;
-  readonly ttft: Histogram<'route'>;
-  readonly itl: Histogram;
-  readonly duration: Histogram<'route'>;
-  readonly schedulerDuration: Histogram;
-  private readonly errorChildren = new Map<string, Counter.Internal>();
+  private readonly requests: FastCounter;
+  private readonly errors: FastCounter;
+  private readonly decisions: FastCounter;
+  readonly ttft: FastHistogram;
+  readonly itl: FastHistogram;
+  readonly duration: FastHistogram;
+  readonly schedulerDuration: FastHistogram;
 
   constructor(pool: EndpointPool, defaults = false, prefixIndexes: { name: string; index: BlockIndex }[] = []) {
     const registers = [this.registry];
+    const r = this.registry;
     if (defaults) collectDefaultMetrics({ register: this.registry, prefix: 'tandem_gateway_process_' });
-    this.requests = new Counter({ name: 'tandem_gateway_requests_total', help: 'Inference requests dispatched, by route', labelNames: ['route'], registers });
-    this.errors = new Counter({ name: 'tandem_gateway_errors_total', help: 'Request errors and degradations, by reason', labelNames: ['reason'], registers });
-    this.decisions = new Counter({ name: 'tandem_gateway_disagg_decision_total', help: 'P/D decisions of the profile handler', labelNames: ['decision'], registers });
-    this.ttft = new Histogram({ name: 'tandem_gateway_ttft_seconds', help: 'Time to first streamed byte, gateway arrival to first chunk relayed', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers });
-    this.itl = new Histogram({ name: 'tandem_gateway_itl_seconds', help: 'Gap between relayed stream chunks', buckets: LATENCY_BUCKETS, registers });
-    this.duration = new Histogram({ name: 'tandem_gateway_request_duration_seconds', help: 'Gateway arrival to response end', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers });
-    this.schedulerDuration = new Histogram({ name: 'tandem_gateway_scheduler_duration_seconds', help: 'Scheduling cycle (producers + profiles)', buckets: [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1], registers });
+    this.requests = new FastCounter('tandem_gateway_requests_total', 'Inference requests dispatched, by route', 'route', r);
+    this.errors = new FastCounter('tandem_gateway_errors_total', 'Request errors and degradations, by reason', 'reason', r);
+    this.decisions = new FastCounter('tandem_gateway_disagg_decision_total', 'P/D decisions of the profile handler', 'decision', r);
+    this.ttft = new FastHistogram('tandem_gateway_ttft_seconds', 'Time to first streamed byte, gateway arrival to first chunk relayed', LATENCY_BUCKETS, 'route', r);
+    this.itl = new FastHistogram('tandem_gateway_itl_seconds', 'Gap between relayed stream chunks', LATENCY_BUCKETS, undefined, r);
+    this.duration = new FastHistogram('tandem_gateway_request_duration_seconds', 'Gateway arrival to response end', LATENCY_BUCKETS, 'route', r);
+    this.schedulerDuration = new FastHistogram('tandem_gateway_scheduler_duration_seconds', 'Scheduling cycle (producers + profiles)', [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1], undefined, r);
     new Gauge({
       name: 'tandem_gateway_inflight',
       help: 'Requests in flight per endpoint (gateway-tracked)',
@@ -67,9 +68,12 @@ export class GatewayMetrics {
     for (const r of ['decode-only', 'prefill-decode']) this.requests.labels(r);
   }
 
-  private readonly requestChildren = new Map<string, Counter.Internal>();
-  private readonly decisionChildren = new Map<string, Counter.Internal>();
-  private readonly durationChildren = new Map<string, Histogram.Internal<'route'>>();
+  // series are looked up once per label value, then kept
+  private readonly requestChildren = new Map<string, CounterSeries>();
+  private readonly decisionChildren = new Map<string, CounterSeries>();
+  private readonly errorChildren = new Map<string, CounterSeries>();
+  private readonly durationChildren = new Map<string, HistogramSeries>();
+  private readonly ttftChildren = new Map<string, HistogramSeries>();
 
   request(route: RouteDecision): void {
     let c = this.requestChildren.get(route);
@@ -82,8 +86,6 @@ export class GatewayMetrics {
     if (!c) this.decisionChildren.set(d, (c = this.decisions.labels(d)));
     c.inc();
   }
-
-  private readonly ttftChildren = new Map<string, Histogram.Internal<'route'>>();
 
   observeTtft(route: RouteDecision, seconds: number): void {
     let h = this.ttftChildren.get(route);

@@ -4,7 +4,12 @@ import type { Profile, SchedulerConfig } from './config.ts';
 import type { Endpoint, ProfileRunResult, ScoredEndpoint, SchedulingRequest, SchedulingResult } from './types.ts';
 
 export class Scheduler {
-  constructor(readonly config: SchedulerConfig) {}
+  /** the profile names handed to the handler on every cycle (fixed by the config) */
+  private readonly profileNames: ReadonlySet<string>;
+
+  constructor(readonly config: SchedulerConfig) {
+    this.profileNames = new Set(config.profiles.keys());
+  }
 
   /** Producers first (they may await an engine tokenizer), then the synchronous profile run. */
   async schedule(req: SchedulingRequest, candidates: readonly Endpoint[]): Promise<SchedulingResult> {
@@ -43,7 +48,7 @@ export class Scheduler {
     const { profiles } = this.config;
     const memo = new Map<string, ProfileRunResult | undefined>();
     return this.config.handler.schedule(req, {
-      profiles: new Set(profiles.keys()),
+      profiles: this.profileNames as Set<string>,
       run: (name) => {
         if (memo.has(name)) return memo.get(name);
         const profile = profiles.get(name);

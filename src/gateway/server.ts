@@ -21,7 +21,7 @@ import {
 } from './openai.ts';
 import { Scheduler } from './scheduler.ts';
 import { DeadlineList, type Deadlined } from './deadlines.ts';
-import { UpstreamLeg, type StreamSink } from './upstream.ts';
+import { UpstreamLeg, type SinkFactory, type StreamSink } from './upstream.ts';
 import type { BlockIndex } from './prefix/block-index.ts';
 import { NoEndpointError, type Endpoint, type RouteDecision, type SchedulingRequest, type SchedulingResult } from './types.ts';
 
@@ -53,6 +53,29 @@ const HOP_BY_HOP = new Set([
 ]);
 
 class ClientGone extends Error {}
+
+const kExchange = Symbol('exchange');
+type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange };
+
+/** One shared 'close' listener instead of a closure per request. */
+function onResponseClose(this: ExchangeResponse): void {
+  if (!this.writableFinished) this[kExchange]?.abort(new ClientGone('client disconnected'));
+}
+
+/** Uncached prompt tokens held against an endpoint until its first byte (token-load scorer, cost model). */
+class PendingTokens {
+  constructor(
+    private readonly ep: EndpointState,
+    private held: number,
+  ) {
+    ep.inflightTokens += held;
+  }
+
+  release(): void {
+    this.ep.inflightTokens -= this.held;
+    this.held = 0;
+  }
+}
 
 /** One client request on its way through the gateway: its deadline, and how to cancel its current leg. */
 class Exchange implements Deadlined {
@@ -285,10 +308,8 @@ export class Gateway {
     }
     this.inflight++;
     const ex = new Exchange(req, res, start, path, headers, this.opts.requestTimeoutMs);
-    const onClose = () => {
-      if (!res.writableFinished) ex.abort(new ClientGone('client disconnected'));
-    };
-    res.on('close', onClose);
+    (res as ExchangeResponse)[kExchange] = ex;
+    res.on('close', onResponseClose);
     this.deadlines.add(ex, start + this.opts.requestTimeoutMs);
     let route: SchedulingResult['decision'] = 'decode-only';
     try {
@@ -348,7 +369,7 @@ export class Gateway {
       } else throw err;
     } finally {
       this.deadlines.remove(ex);
-      res.off('close', onClose);
+      res.off('close', onResponseClose);
       this.inflight--;
       this.metrics.observeDuration(route, (performance.now() - start) / 1000);
     }
@@ -447,23 +468,13 @@ export class Gateway {
       if (i > 0 && !ep.healthy) continue;
       const legStart = performance.now();
       // remote-prefilled requests load KV instead of computing it
-      const pending = pd ? 0 : tokens;
-      let pendingHeld = pending;
       ep.inflight++;
-      ep.inflightTokens += pending;
-      const release = () => {
-        ep.inflightTokens -= pendingHeld;
-        pendingHeld = 0;
-      };
+      const pending = new PendingTokens(ep, pd ? 0 : tokens);
       ex.headers['x-tandem-decode-endpoint'] = ep.id;
       const canRetry = i + 1 < tries;
       // an SSE answer is relayed as it arrives; anything else is buffered (small), so an upstream
       // dying mid-body is still retryable
-      const leg = new UpstreamLeg(
-        ex.stream
-          ? (l) => (l.status === 200 && l.contentType.startsWith('text/event-stream') ? new SseRelay(this, ex, ep, l, pd, legStart, tokens, release, canRetry) : undefined)
-          : undefined,
-      );
+      const leg = new UpstreamLeg(ex.stream ? new SseRelayFactory(this, ex, ep, pd, legStart, tokens, pending, canRetry) : undefined);
       try {
         try {
           await this.send(ep, ex, body, leg);
@@ -496,7 +507,7 @@ export class Gateway {
           lastError = new HttpError(status, text || `upstream ${status}`, 'server_error', 'upstream_error');
           continue;
         }
-        release();
+        pending.release();
         if (status >= 400) this.metrics.error('upstream_status');
         let buf = leg.body;
         if (pd && status === 200) buf = this.rewriteJson(buf, pd.cachedTokens);
@@ -513,7 +524,7 @@ export class Gateway {
         }
         throw err;
       } finally {
-        release();
+        pending.release();
         ep.inflight--;
       }
     }
@@ -532,6 +543,25 @@ export class Gateway {
   /** A split request's first streamed byte bounds the KV pull (a whole non-streamed answer does not). */
   observeSplit(ep: EndpointState, tokens: number, seconds: number): void {
     this.rates.observeTransfer(tokens * (ep.kvBytesPerToken ?? 16384), seconds);
+  }
+}
+
+/** Decides at the response headers: an SSE answer to a streaming request is relayed, anything else buffered. */
+class SseRelayFactory implements SinkFactory {
+  constructor(
+    private readonly gw: Gateway,
+    private readonly ex: Exchange,
+    private readonly ep: EndpointState,
+    private readonly pd: { cachedTokens: number; transferTokens: number } | undefined,
+    private readonly legStart: number,
+    private readonly tokens: number,
+    private readonly pending: PendingTokens,
+    private readonly canRetry: boolean,
+  ) {}
+
+  sinkFor(leg: UpstreamLeg): StreamSink | undefined {
+    if (leg.status !== 200 || !leg.contentType.startsWith('text/event-stream')) return undefined;
+    return new SseRelay(this.gw, this.ex, this.ep, leg, this.pd, this.legStart, this.tokens, this.pending, this.canRetry);
   }
 }
 
@@ -554,7 +584,7 @@ class SseRelay implements StreamSink {
     private readonly pd: { cachedTokens: number; transferTokens: number } | undefined,
     private readonly legStart: number,
     private readonly tokens: number,
-    private readonly release: () => void,
+    private readonly pending: PendingTokens,
     private readonly canRetry: boolean,
   ) {
     this.route = pd ? 'prefill-decode' : 'decode-only';
@@ -563,7 +593,7 @@ class SseRelay implements StreamSink {
 
   private begin(): void {
     this.started = true;
-    this.release();
+    this.pending.release();
     const now = performance.now();
     this.last = now;
     const gw = this.gw;
@@ -636,8 +666,12 @@ function lastBytes(prev: string, chunk: Buffer): string {
 }
 
 function sanitize(s: string): string {
-  // header values must be latin1 without control characters
-  return s.replace(/[^\x20-\x7e]/g, '?');
+  // header values must be latin1 without control characters; the common all-printable case is a scan, not a regex
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) return s.replace(/[^\x20-\x7e]/g, '?');
+  }
+  return s;
 }
 
 function forwardHeaders(req: IncomingMessage, requestId: string, stripAuth: boolean): string[] {

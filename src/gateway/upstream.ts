@@ -14,6 +14,11 @@ export interface StreamSink {
   error(err: Error): unknown;
 }
 
+/** Chooses, once the status and headers are known, whether the body streams to a sink (else it is buffered). */
+export interface SinkFactory {
+  sinkFor(leg: UpstreamLeg): StreamSink | undefined;
+}
+
 const EMPTY = Buffer.alloc(0);
 
 export class UpstreamLeg implements Dispatcher.DispatchHandler {
@@ -33,8 +38,7 @@ export class UpstreamLeg implements Dispatcher.DispatchHandler {
   private resolve!: () => void;
   private reject!: (err: unknown) => void;
 
-  /** `pickSink` runs once the status and headers are known: a sink streams the body, undefined buffers it. */
-  constructor(private readonly pickSink?: (leg: UpstreamLeg) => StreamSink | undefined) {
+  constructor(private readonly sinks?: SinkFactory) {
     this.done = new Promise<void>((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
@@ -75,7 +79,7 @@ export class UpstreamLeg implements Dispatcher.DispatchHandler {
         this.contentType = this.contentType ? `${this.contentType},${v}` : v;
       }
     }
-    if (this.pickSink) this.sink = this.pickSink(this);
+    if (this.sinks) this.sink = this.sinks.sinkFor(this);
     return true;
   }
 
