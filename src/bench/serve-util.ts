@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { request } from 'undici';
+import http from 'node:http';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -64,37 +64,51 @@ export interface StreamResult {
   totalMs: number;
 }
 
-/** POST a streaming completion and time each chunk. */
-export async function streamCompletion(url: string, body: Record<string, unknown>): Promise<StreamResult> {
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1024 });
+
+/** POST a streaming completion and time each SSE event. A plain node:http client: undici's body
+ * stream delivered some events late in batches, which showed up as doubled inter-token gaps. */
+export function streamCompletion(url: string, body: Record<string, unknown>): Promise<StreamResult> {
+  const u = new URL(url);
   const t0 = performance.now();
-  const res = await request(`${url}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ ...body, stream: true }),
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: u.hostname, port: u.port, path: '/v1/completions', method: 'POST', agent, headers: { 'content-type': 'application/json' } },
+      (res) => {
+        let buf = '';
+        if (res.statusCode !== 200) {
+          res.on('data', (d) => (buf += d));
+          res.on('end', () => reject(new Error(`HTTP ${res.statusCode}: ${buf}`)));
+          return;
+        }
+        let tokens = 0;
+        let last = 0;
+        let ttft = 0;
+        const gaps: number[] = [];
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          buf += d;
+          let i;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            const ev = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
+            const now = performance.now();
+            const j = JSON.parse(ev.slice(6)) as { choices?: { text?: string }[] };
+            if (!j.choices?.length) continue;
+            tokens++;
+            if (tokens === 1) ttft = now - t0;
+            else gaps.push(now - last);
+            last = now;
+          }
+        });
+        res.on('end', () => resolve({ tokens, ttftMs: ttft, gaps, totalMs: performance.now() - t0 }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify({ ...body, stream: true }));
   });
-  if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}: ${await res.body.text()}`);
-  let buf = '';
-  let tokens = 0;
-  let last = 0;
-  let ttft = 0;
-  const gaps: number[] = [];
-  for await (const chunk of res.body) {
-    buf += chunk.toString();
-    let i;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const ev = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
-      const now = performance.now();
-      const j = JSON.parse(ev.slice(6)) as { choices?: { text?: string }[] };
-      if (!j.choices?.length) continue;
-      tokens++;
-      if (tokens === 1) ttft = now - t0;
-      else gaps.push(now - last);
-      last = now;
-    }
-  }
-  return { tokens, ttftMs: ttft, gaps, totalMs: performance.now() - t0 };
 }
 
 export function percentile(xs: number[], p: number): number {
