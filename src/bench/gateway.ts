@@ -17,7 +17,7 @@ const BIN = join(ROOT, 'bin/tandem.js');
 const spec = {
   duration: { type: 'number', default: 3, help: 'seconds per measurement' },
   rounds: { type: 'number', default: 3, help: 'rounds per cell, interleaved across targets; the median is reported' },
-  out: { type: 'string', default: 'docs/benchmarks-gateway.md', help: 'markdown report path (relative to the repo)' },
+  out: { type: 'string', default: 'docs/bench-results/gateway.md', help: 'markdown report path (relative to the repo)' },
   'no-nginx': { type: 'boolean', help: 'skip the nginx baseline' },
   loadgen: { type: 'string', default: 'auto', help: 'auto | wrk | undici' },
   help: { type: 'boolean' },
@@ -174,7 +174,7 @@ const us = (msValue: number) => (Number.isFinite(msValue) ? `${(msValue * 1000).
 export async function main(argv: string[]): Promise<number> {
   const f = parseFlags(argv, spec);
   if (f.help) {
-    console.log('usage: tandem bench gateway [--duration 3] [--rounds 3] [--out docs/benchmarks-gateway.md] [--no-nginx] [--loadgen auto|wrk|undici]');
+    console.log('usage: tandem bench gateway [--duration 3] [--rounds 3] [--out docs/bench-results/gateway.md] [--no-nginx] [--loadgen auto|wrk|undici]');
     return 0;
   }
   if (f._.length) throw new UsageError(`unexpected argument '${f._[0]}'`);
@@ -325,7 +325,7 @@ http {
     ];
     const report = lines.join('\n');
     console.log(report);
-    const outPath = resolve(ROOT, f.out ?? 'docs/benchmarks-gateway.md');
+    const outPath = resolve(ROOT, f.out ?? 'docs/bench-results/gateway.md');
     writeFileSync(outPath, report);
     console.error(`bench gateway: wrote ${outPath}`);
     return 0;

@@ -144,7 +144,7 @@ export async function main(argv: string[]): Promise<number> {
     sizes: { type: 'list', help: 'payload sizes (default 16KiB … 64MiB)' },
     'min-iterations': { type: 'number', default: 20 },
     'frame-bytes': { type: 'string', default: '1MiB', help: 'KV bytes per DATA frame on the server' },
-    out: { type: 'string', default: 'docs/benchmarks-kv.md', help: 'markdown report path' },
+    out: { type: 'string', default: 'docs/bench-results/kv.md', help: 'markdown report path' },
     'no-write': { type: 'boolean', help: 'print only' },
     'ttft-model': { type: 'string', default: 'synthetic:100m', help: 'model for the TTFT comparison' },
     'ttft-tokens': { type: 'number', default: 2048 },
