@@ -10,6 +10,7 @@
 // f32→f16 rounds to nearest even, exactly as the f16 pool's own kvWrite does, so a decode engine with
 // an f16 pool that receives f32 KV holds the same bits it would have computed itself.
 
+import { f16ToF32, f32ToF16 } from '../kernels/f16.ts';
 import type { KvDtype, KvPoolLayout } from '../kernels/types.ts';
 
 export function eltBytes(dtype: KvDtype): number {
@@ -30,44 +31,7 @@ export function poolRowOffset(l: KvPoolLayout, block: number, layer: number, kv:
   return l.base + (((block * l.nLayers + layer) * 2 + kv) * l.blockSize + t) * kvDimOf(l) * eltBytes(l.dtype);
 }
 
-const f32Scratch = new Float32Array(1);
-const u32Scratch = new Uint32Array(f32Scratch.buffer);
-
-/** IEEE binary32 → binary16 bits, round to nearest even (subnormals, inf and NaN handled). */
-export function f32ToF16(value: number): number {
-  f32Scratch[0] = value;
-  const x = u32Scratch[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  const mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    const m = mant | 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rest = m & ((1 << shift) - 1);
-    let r = m >>> shift;
-    if (rest > half || (rest === half && (r & 1))) r++;
-    return sign | r;
-  }
-  let r = (e << 10) | (mant >>> 13);
-  const rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (r & 1))) r++;
-  return sign | r;
-}
-
-/** IEEE binary16 bits → number (exact). */
-export function f16ToF32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >>> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
-}
+export { f16ToF32, f32ToF16 };
 
 /** Copy `n` elements from src (dtype sd) to dst (dtype dd), converting. Offsets are element indices into typed views. */
 function convertRow(

@@ -4,52 +4,10 @@
 export const Q8_0_BLOCK = 32;
 export const Q8_0_BYTES = 34;
 
-const F16_TO_F32 = (() => {
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >>> 10) & 0x1f;
-    const mant = h & 0x3ff;
-    if (exp === 0) t[h] = sign * mant * 2 ** -24;
-    else if (exp === 31) t[h] = mant ? NaN : sign * Infinity;
-    else t[h] = sign * (1 + mant / 1024) * 2 ** (exp - 15);
-  }
-  return t;
-})();
-
-export function f16ToF32(h: number): number {
-  return F16_TO_F32[h & 0xffff]!;
-}
-
-const scratchF32 = new Float32Array(1);
-const scratchU32 = new Uint32Array(scratchF32.buffer);
-
-/** f32 → IEEE half, round to nearest even (what F16C's vcvtps2ph and ggml's FP32_TO_FP16 do). */
-export function f32ToF16(value: number): number {
-  scratchF32[0] = value;
-  const x = scratchU32[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const halfway = 1 << (shift - 1);
-    if (rem > halfway || (rem === halfway && half & 1)) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  // a carry out of the mantissa correctly bumps the exponent (up to infinity)
-  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
-  return sign | half;
-}
+// One implementation of IEEE half conversions for the whole project (exhaustively tested in test/kernels).
+import { f16Table, f16ToF32, f32ToF16 } from '../kernels/f16.ts';
+export { f16ToF32, f32ToF16 };
+const F16_TO_F32 = f16Table();
 
 /** Widen `count` little-endian halves starting at bytes[offset]. */
 export function widenF16(bytes: Uint8Array, offset: number, count: number): Float32Array {
