@@ -3,7 +3,7 @@
 // tokenizer component's job.
 import { basename, dirname, join } from 'node:path';
 import { isObject, kindOf, readBytes, readJson } from './files.ts';
-import { ByteReader } from './reader.ts';
+import { parseLlama2cTokenizer } from '../tokenizer/llama2c.ts';
 import type { TokenizerSpec } from './types.ts';
 import { ModelLoadError } from './types.ts';
 
@@ -23,35 +23,11 @@ export function deriveTokenTypes(pieces: readonly string[], ids: { bos: number; 
   return types;
 }
 
-/** llama2.c tokenizer.bin: int32 max_token_length, then per token f32 score, int32 length, bytes.
- * The file does not store the vocabulary size, so it must be exactly `vocabSize` entries long. */
+/** llama2.c tokenizer.bin (parsed by the tokenizer component), which must hold exactly `vocabSize` tokens
+ * since the file does not store the vocabulary size. */
 export async function readLlama2cTokenizer(path: string, vocabSize: number): Promise<SpmSpec> {
-  const r = new ByteReader(path, await readBytes(path));
-  const maxLen = r.i32('max_token_length');
-  if (maxLen <= 0 || maxLen > 1 << 16) throw new ModelLoadError(path, `bad tokenizer file: max_token_length ${maxLen}`);
-  const pieces: string[] = [];
-  const scores = new Float32Array(vocabSize);
-  for (let i = 0; i < vocabSize; i++) {
-    if (r.remaining === 0)
-      throw new ModelLoadError(path, `bad tokenizer file: has ${i} tokens but the model's vocab_size is ${vocabSize}`);
-    scores[i] = r.f32(`score of token ${i}`);
-    const len = r.i32(`length of token ${i}`);
-    if (len < 0 || len > maxLen) throw new ModelLoadError(path, `bad tokenizer file: token ${i} has length ${len} (max_token_length ${maxLen})`);
-    pieces.push(r.utf8(len, `token ${i}`));
-  }
-  if (r.remaining !== 0)
-    throw new ModelLoadError(path, `bad tokenizer file: ${r.remaining} bytes left after ${vocabSize} tokens (tokenizer for a different vocab_size?)`);
-  const ids = { bos: 1, eos: 2, unk: 0 };
-  return {
-    kind: 'spm',
-    pieces,
-    scores,
-    tokenTypes: deriveTokenTypes(pieces, ids),
-    ...ids,
-    addBos: true,
-    spaceChar: ' ',
-    addDummyPrefix: true,
-  };
+  const spec = parseLlama2cTokenizer(await readBytes(path), path, vocabSize) as SpmSpec;
+  return { ...spec, tokenTypes: deriveTokenTypes(spec.pieces, spec) };
 }
 
 function chatTemplateOf(config: unknown): string | undefined {

@@ -5,17 +5,18 @@
 import { readFileSync } from 'node:fs';
 import { ModelLoadError, type TokenizerSpec } from '../model/types.ts';
 
-export function readLlama2cTokenizer(path: string): TokenizerSpec {
+export function readLlama2cTokenizer(path: string, vocabSize?: number): TokenizerSpec {
   let buf: Buffer;
   try {
     buf = readFileSync(path);
   } catch (err) {
     throw new ModelLoadError(path, `cannot read the tokenizer: ${(err as Error).message}`);
   }
-  return parseLlama2cTokenizer(buf, path);
+  return parseLlama2cTokenizer(buf, path, vocabSize);
 }
 
-export function parseLlama2cTokenizer(buf: Uint8Array, file: string): TokenizerSpec {
+/** Parse a tokenizer.bin. With `vocabSize` (the model's), the file must hold exactly that many tokens. */
+export function parseLlama2cTokenizer(buf: Uint8Array, file: string, vocabSize?: number): TokenizerSpec {
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   if (buf.byteLength < 4) throw new ModelLoadError(file, `too short for a llama2.c tokenizer (${buf.byteLength} bytes)`);
   const maxTokenLength = view.getInt32(0, true);
@@ -24,8 +25,9 @@ export function parseLlama2cTokenizer(buf: Uint8Array, file: string): TokenizerS
   const pieces: string[] = [];
   const scores: number[] = [];
   let at = 4;
-  while (at < buf.byteLength) {
+  while (vocabSize === undefined ? at < buf.byteLength : pieces.length < vocabSize) {
     const id = pieces.length;
+    if (at === buf.byteLength) throw new ModelLoadError(file, `has ${id} tokens but the model's vocab_size is ${vocabSize}`);
     if (at + 8 > buf.byteLength) throw new ModelLoadError(file, `truncated record for token ${id} at byte ${at}`);
     const score = view.getFloat32(at, true);
     const len = view.getInt32(at + 4, true);
@@ -42,6 +44,9 @@ export function parseLlama2cTokenizer(buf: Uint8Array, file: string): TokenizerS
     }
     scores.push(score);
     at += len;
+  }
+  if (at < buf.byteLength) {
+    throw new ModelLoadError(file, `${buf.byteLength - at} bytes left after ${vocabSize} tokens (tokenizer for a different vocab_size?)`);
   }
   if (pieces.length < 3) {
     throw new ModelLoadError(file, `only ${pieces.length} tokens; llama2.c needs at least <unk>, BOS and EOS`);

@@ -103,16 +103,16 @@ test('llama2.c checkpoints: truncated, oversized, bad header, no tokenizer', asy
 test('bad tokenizer files', async () => {
   const tok = readFileSync(join(models, 'stories260K/tok512.bin'));
   const cut = file('tok512.bin', tok.subarray(0, 3000));
-  await rejects('stories260K', cut, /^truncated: .*token \d+/, { tokenizer: cut });
+  await rejects('stories260K', cut, /truncated record for token \d+|token \d+ runs past the end/, { tokenizer: cut });
   const extra = file('tok512.bin', Buffer.concat([tok, tok.subarray(4, 40)]));
-  await rejects('stories260K', extra, /bad tokenizer file: 36 bytes left after 512 tokens/, { tokenizer: extra });
-  await rejects('synthetic:15m', join(models, 'stories260K/tok512.bin'), /bad tokenizer file: has 512 tokens but the model's vocab_size is 32000/, {
+  await rejects('stories260K', extra, /36 bytes left after 512 tokens/, { tokenizer: extra });
+  await rejects('synthetic:15m', join(models, 'stories260K/tok512.bin'), /has 512 tokens but the model's vocab_size is 32000/, {
     tokenizer: join(models, 'stories260K/tok512.bin'),
   });
   const neg = Buffer.from(tok);
   neg.writeInt32LE(-5, 8);
   const negLen = file('tok512.bin', neg);
-  await rejects('stories260K', negLen, /bad tokenizer file: token 0 has length -5/, { tokenizer: negLen });
+  await rejects('stories260K', negLen, /token 0 has length -5/, { tokenizer: negLen });
   const json = file('tokenizer.json', '{"model": ');
   await rejects('tinystories-656k', json, /^bad tokenizer file: invalid JSON/, { tokenizer: json });
   const notHf = file('tokenizer.json', '{"hello": 1}');
