@@ -38,6 +38,8 @@ export class RequestContext {
   /** finish hook for P/D leg 1: returns kv_transfer_params and takes over the blocks */
   onFinish?: (ctx: RequestContext, reason: FinishReason) => Record<string, unknown> | undefined;
   finished = false;
+  /** aborted when the request ends for any reason: work on its behalf (e.g. a KV pull) stops */
+  readonly cancelled = new AbortController();
 
   constructor(
     readonly req: GenerateRequest,
@@ -524,6 +526,7 @@ export class TandemEngine implements Engine {
   finishRequest(ctx: RequestContext, reason: FinishReason, error?: { status: number; message: string }, stopReason?: string | number): void {
     if (ctx.finished) return;
     ctx.finished = true;
+    ctx.cancelled.abort();
     const seq = ctx.seq;
     let kvTransferParams: Record<string, unknown> | undefined;
     try {

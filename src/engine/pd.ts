@@ -155,11 +155,6 @@ export class KvConnector implements ExternalKvSource {
     const r = this.remotes.get(seq)!;
     const engine = this.engine;
     const i = engine.internals;
-    const ac = new AbortController();
-    // stop the pull if the client goes away meanwhile
-    const poll = setInterval(() => {
-      if (r.ctx.finished) ac.abort();
-    }, 20);
     pullKv({
       host: r.remote.host,
       port: r.remote.port,
@@ -171,15 +166,13 @@ export class KvConnector implements ExternalKvSource {
       numTokens: start + count,
       dest: { pool: () => ({ buffer: i.memory.buffer, layout: i.pool }), blockTable: seq.blocks.map((b) => b.id) },
       registry: i.metrics.registry,
-      signal: ac.signal,
+      signal: r.ctx.cancelled.signal, // stop the pull if the client goes away meanwhile
     }).then(
       () => {
-        clearInterval(poll);
         done(count);
         engine.kick();
       },
       (err: unknown) => {
-        clearInterval(poll);
         const reason = err instanceof KvTransferError ? err.reason : 'error';
         if (!(err instanceof KvTransferError)) this.metrics.loadFailures.inc({ reason });
         done(0);

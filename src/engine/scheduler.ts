@@ -214,7 +214,8 @@ export class Scheduler {
 
   private matchPrefix(seq: SeqState): void {
     const bs = this.config.blockSize;
-    seq.hashes = blockHashes(seq.tokens, bs, seq.cacheSalt);
+    // hashes already known (an earlier admission attempt, or before a preemption) are kept
+    seq.hashes = blockHashes(seq.tokens, bs, seq.cacheSalt, seq.hashes);
     // Leave at least one token to compute (its logits start generation).
     const maxBlocks = Math.floor((seq.tokens.length - 1) / bs);
     const hit: Block[] = [];
