@@ -1,16 +1,13 @@
 // `npm run bench:engine`: single-thread prefill and decode throughput of tandem's engine and of
 // llama.cpp (node-llama-cpp 3.21.1) on the same GGUF files, in the same run, as ratios.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseFlags } from '../cli/args.ts';
-import { loadModel, writeGguf } from '../model/index.ts';
 import { measureLlamaCppEngine, type LlamaCppEngineResult } from './llamacpp/index.ts';
+import { ggufFile, measuredBy, writeReport } from './report.ts';
+import { repoRoot } from './serve-util.ts';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const cache = join(root, '.bench-cache', 'gguf');
+const root = repoRoot;
 
 interface TandemResult {
   prefillTokPerS: number;
@@ -20,20 +17,11 @@ interface TandemResult {
 }
 
 const MODELS: { name: string; gguf: () => Promise<string> }[] = [
-  { name: 'stories260K', gguf: async () => join(root, 'models/stories260K-gguf/stories260K.gguf') },
-  { name: 'tinystories-656k (Q8_0)', gguf: async () => join(root, 'models/tinystories-656k/TinyStories-656K-Q8_0.gguf') },
-  { name: 'synthetic:15m', gguf: () => exported('synthetic:15m') },
-  { name: 'synthetic:100m', gguf: () => exported('synthetic:100m') },
+  { name: 'stories260K', gguf: () => ggufFile('stories260K') },
+  { name: 'tinystories-656k (Q8_0)', gguf: () => ggufFile('tinystories-656k') },
+  { name: 'synthetic:15m', gguf: () => ggufFile('synthetic:15m') },
+  { name: 'synthetic:100m', gguf: () => ggufFile('synthetic:100m') },
 ];
-
-async function exported(ref: string): Promise<string> {
-  const file = join(cache, ref.replace(':', '-') + '.gguf');
-  if (!existsSync(file)) {
-    mkdirSync(cache, { recursive: true });
-    await writeGguf(await loadModel(ref), file);
-  }
-  return file;
-}
 
 function runTandem(args: Record<string, unknown>): Promise<TandemResult> {
   return new Promise((resolve, reject) => {
@@ -96,8 +84,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(rows[rows.length - 1] + '\n');
   }
   const table = [
-    `Measured ${new Date().toISOString()} on ${cpus()[0]?.model ?? 'unknown CPU'} (${cpus().length} vCPUs), Node ${process.version}, single thread. ` +
-      'Command: `npm run bench:engine`. Prefill: one 512-token prompt; decode: 128 greedy tokens after a 16-token prompt; ' +
+    measuredBy('bench:engine') +
+      ' Single thread. Prefill: one 512-token prompt; decode: 128 greedy tokens after a 16-token prompt; ' +
       'batch 32: 32 sequences stepping together, 32 tokens each. tok/s, median of the repeats; ratio = tandem / llama.cpp.',
     '',
     '| model | prefill tandem | prefill llama.cpp | ratio | decode b1 tandem | decode b1 llama.cpp | ratio | decode b32 tandem | decode b32 llama.cpp | ratio | RSS tandem MiB | RSS llama.cpp MiB |',
@@ -105,7 +93,6 @@ export async function main(argv: string[]): Promise<number> {
     ...rows,
   ].join('\n');
   console.log(table);
-  mkdirSync(dirname(f.out!), { recursive: true });
-  writeFileSync(f.out!, table + '\n');
+  writeReport(f.out!, table);
   return 0;
 }

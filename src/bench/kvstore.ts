@@ -1,11 +1,12 @@
 // `npm run bench:kvstore`: TTFT of one long prompt on synthetic:100m served five ways, in one run:
 // cold (full prefill), block-pool hit, KV store memory tier, disk tier and Redis tier (the last two
 // read by a second engine from what the first stored: LMCache's cross-engine reuse).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseFlags } from '../cli/args.ts';
 import { loadModel } from '../model/index.ts';
+import { measuredBy, writeReport } from './report.ts';
 import { repoRoot, startServe, streamCompletion, type Served } from './serve-util.ts';
 
 export async function main(argv: string[]): Promise<number> {
@@ -66,8 +67,7 @@ export async function main(argv: string[]): Promise<number> {
     rmSync(dir, { recursive: true, force: true });
   }
   const report = [
-    `Measured ${new Date().toISOString()} by \`npm run bench:kvstore\` on ${cpus()[0]?.model ?? 'unknown CPU'} (${cpus().length} vCPUs), Node ${process.version}; ` +
-      `load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' / ')}.`,
+    measuredBy('bench:kvstore'),
     `Model \`${model}\`, f32 KV, chunks of 256 tokens. TTFT in ms of one streamed request (2 output tokens) per cell; ` +
       'the speed-up is against recompute (mean of the two cold runs). Disk and Redis hits are read by a *second* engine ' +
       'from what the first one stored (cross-engine reuse); memory hits by the engine that stored them (prefix caching off, so the store is what hits).',
@@ -77,7 +77,6 @@ export async function main(argv: string[]): Promise<number> {
     ...rows.map((r) => r),
   ].join('\n');
   console.log(report);
-  mkdirSync(dirname(f.out!), { recursive: true });
-  writeFileSync(f.out!, report + '\n');
+  writeReport(f.out!, report);
   return 0;
 }

@@ -4,11 +4,12 @@
 // engines, each running prefill and decode (chunked prefill); disaggregated = one prefill engine and
 // one decode engine behind the same gateway with every request split.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseFlags } from '../cli/args.ts';
 import { DEFAULT_CONFIG_YAML } from '../gateway/index.ts';
+import { measuredBy, writeReport } from './report.ts';
 import { percentile, repoRoot, streamCompletion, type StreamResult } from './serve-util.ts';
 
 interface Cluster {
@@ -126,7 +127,7 @@ export async function main(argv: string[]): Promise<number> {
     }
   }
   const report = [
-    `Measured ${new Date().toISOString()} by \`npm run bench:pd\` on ${cpus()[0]?.model ?? 'unknown CPU'} (${cpus().length} vCPUs), Node ${process.version}.`,
+    measuredBy('bench:pd'),
     `Simulated engines (\`--simulate ${f.profile}\`: step times of Llama-3-8B on one H200, from reference/gpu-profile.md), behind \`tandem gateway\`; ` +
       `Poisson arrivals for ${f.seconds} s per point; ${f['prompt-tokens']}-token prompts (all distinct), ${f['max-tokens']} output tokens, streamed. ` +
       `Up to ${f['max-num-batched-tokens']} prompt tokens per engine step. ITL = gap between consecutive streamed tokens, pooled over requests.`,
@@ -136,7 +137,6 @@ export async function main(argv: string[]): Promise<number> {
     ...rows,
   ].join('\n');
   console.log(report);
-  mkdirSync(dirname(f.out!), { recursive: true });
-  writeFileSync(f.out!, report + '\n');
+  writeReport(f.out!, report);
   return 0;
 }

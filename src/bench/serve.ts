@@ -1,25 +1,13 @@
 // `npm run bench:serve`: a real `tandem serve` process under 1, 8 and 32 concurrent streams —
 // output tok/s and ITL p50/p99 — beside node-llama-cpp with the same number of parallel
 // sequences on the same GGUF, in the same run.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
-import { parseFlags } from '../cli/args.ts';
-import { loadModel, writeGguf } from '../model/index.ts';
-import { measureLlamaCppServe } from './llamacpp/index.ts';
-import { percentile, repoRoot, startServe, streamCompletion } from './serve-util.ts';
-import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { request } from 'undici';
-
-async function ggufFor(name: string): Promise<string> {
-  if (name === 'stories260K') return join(repoRoot, 'models/stories260K-gguf/stories260K.gguf');
-  const file = join(repoRoot, '.bench-cache', 'gguf', name.replace(':', '-') + '.gguf');
-  if (!existsSync(file)) {
-    mkdirSync(dirname(file), { recursive: true });
-    await writeGguf(await loadModel(name), file);
-  }
-  return file;
-}
+import { parseFlags } from '../cli/args.ts';
+import { loadModel } from '../model/index.ts';
+import { measureLlamaCppServe } from './llamacpp/index.ts';
+import { ggufFile, measuredBy, writeReport } from './report.ts';
+import { percentile, repoRoot, startServe, streamCompletion } from './serve-util.ts';
 
 export async function main(argv: string[]): Promise<number> {
   const f = parseFlags(argv, {
@@ -32,7 +20,7 @@ export async function main(argv: string[]): Promise<number> {
   });
   const rows: string[] = [];
   for (const name of f.models!.split(',')) {
-    const gguf = await ggufFor(name);
+    const gguf = await ggufFile(name);
     const served = await startServe(['--model', gguf, '--max-num-seqs', '64', '--max-num-batched-tokens', '2048']);
     try {
       for (const c of f.concurrency!.split(',').map(Number)) {
@@ -79,8 +67,8 @@ export async function main(argv: string[]): Promise<number> {
     }
   }
   const table = [
-    `Measured ${new Date().toISOString()} on ${cpus()[0]?.model ?? 'unknown CPU'} (${cpus().length} vCPUs), Node ${process.version}. ` +
-      `Command: \`npm run bench:serve\`. Each stream: ${f['prompt-tokens']}-token prompt, ${f['max-tokens']} tokens, ignore_eos, greedy, streamed over HTTP ` +
+    measuredBy('bench:serve') +
+      ` Each stream: ${f['prompt-tokens']}-token prompt, ${f['max-tokens']} tokens, ignore_eos, greedy, streamed over HTTP ` +
       '(tandem: a real `tandem serve` process, model in its worker thread; llama.cpp: node-llama-cpp, one context with N sequences, 1 thread, no HTTP). ' +
       'ITL = gap between consecutive streamed tokens of one stream.',
     '',
@@ -89,7 +77,6 @@ export async function main(argv: string[]): Promise<number> {
     ...rows,
   ].join('\n');
   console.log(table);
-  mkdirSync(dirname(f.out!), { recursive: true });
-  writeFileSync(f.out!, table + '\n');
+  writeReport(f.out!, table);
   return 0;
 }
