@@ -1,6 +1,7 @@
 // One shared WebAssembly.Memory per Kernels instance with a bump allocator on the JS side. Both
 // backends use it, so pointers mean the same thing everywhere and other threads (KV connector, KV
 // store) can read and write KV blocks in place.
+import type { Kernels } from './types.ts';
 
 const PAGE = 65536;
 const ALIGN = 64;
@@ -74,4 +75,17 @@ export class KernelMemory {
   u8(ptr: number, length: number): Uint8Array {
     return new Uint8Array(this.memory.buffer, ptr, length);
   }
+}
+
+/** The memory half of the Kernels interface, the same for every backend. */
+export function memoryAccess(mem: KernelMemory): Pick<Kernels, 'memory' | 'alloc' | 'mark' | 'release' | 'f32' | 'i32' | 'u8'> {
+  return {
+    memory: mem.memory,
+    alloc: (bytes) => mem.alloc(bytes),
+    mark: () => mem.mark(),
+    release: (m) => mem.release(m),
+    f32: (ptr, n) => mem.f32(ptr, n),
+    i32: (ptr, n) => mem.i32(ptr, n),
+    u8: (ptr, n) => mem.u8(ptr, n),
+  };
 }

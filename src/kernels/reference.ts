@@ -5,7 +5,7 @@
 
 import type { Matrix, RopeStyle } from '../model/types.ts';
 import { f16Table, f32ToF16 } from './f16.ts';
-import { KernelMemory, type MemoryOptions } from './memory.ts';
+import { KernelMemory, memoryAccess, type MemoryOptions } from './memory.ts';
 import { RopeTables } from './rope.ts';
 import { kvBlockBytes, type Kernels, type KvPoolLayout, type PackedMatrix } from './types.ts';
 import {
@@ -42,13 +42,7 @@ export function createReferenceKernels(opts: MemoryOptions = {}): Kernels {
 
   return {
     name: 'reference',
-    memory: mem.memory,
-    alloc: (bytes) => mem.alloc(bytes),
-    mark: () => mem.mark(),
-    release: (m) => mem.release(m),
-    f32,
-    i32,
-    u8: (ptr, n) => mem.u8(ptr, n),
+    ...memoryAccess(mem),
 
     packMatrix(m: Matrix): PackedMatrix {
       checkMatrix(m);

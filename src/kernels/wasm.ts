@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Matrix, RopeStyle } from '../model/types.ts';
 import { f16Table } from './f16.ts';
-import { KernelMemory, type MemoryOptions } from './memory.ts';
+import { KernelMemory, memoryAccess, type MemoryOptions } from './memory.ts';
 import { RopeTables } from './rope.ts';
 import type { Kernels, KvPoolLayout, PackedMatrix } from './types.ts';
 import {
@@ -108,13 +108,7 @@ export async function createWasmKernels(opts: MemoryOptions = {}): Promise<Kerne
 
   return {
     name: 'wasm',
-    memory: mem.memory,
-    alloc: (bytes) => mem.alloc(bytes),
-    mark: () => mem.mark(),
-    release: (m) => mem.release(m),
-    f32,
-    i32,
-    u8: (ptr, n) => mem.u8(ptr, n),
+    ...memoryAccess(mem),
 
     packMatrix(m: Matrix): PackedMatrix {
       checkMatrix(m);
