@@ -70,3 +70,13 @@ export function parseBytes(text: string): number {
   const base = unit.includes('i') || unit.length === 1 ? 1024 : 1000;
   return Math.round(n * base ** pow);
 }
+
+/** '25GB/s', '200Gb/s', '3GiB/s', '800MB/s' → bytes per second. */
+export function parseRate(text: string, flag: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(G|M|K|Gi|Mi|Ki)?(B|b)\/s\s*$/.exec(text);
+  if (!m) throw new UsageError(`--${flag}: expected a rate such as 25GB/s or 200Gb/s, got '${text}'`);
+  const scale: Record<string, number> = { '': 1, K: 1e3, M: 1e6, G: 1e9, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 };
+  const bytes = Number(m[1]) * scale[m[2] ?? '']! / (m[3] === 'b' ? 8 : 1);
+  if (!(bytes > 0)) throw new UsageError(`--${flag} must be > 0, got '${text}'`);
+  return bytes;
+}

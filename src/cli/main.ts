@@ -6,7 +6,8 @@ const commands: Record<string, { module: string; help: string }> = {
   up: { module: './up.ts', help: 'start a local cluster: engines + gateway' },
   'pd-proxy': { module: '../gateway/pd-proxy-cli.ts', help: 'drive the two P/D legs in front of one prefill and one decode engine' },
   'export-gguf': { module: '../model/export-cli.ts', help: 'write a model (e.g. synthetic:15m) as a GGUF file' },
-  bench: { module: '../bench/cli.ts', help: 'benchmarks: engine | serve | kv | gateway | kvstore' },
+  bench: { module: '../bench/cli.ts', help: 'load generator (tandem bench --url URL …) and benchmarks: engine | serve | kv | gateway | kvstore | pd' },
+  profile: { module: '../bench/profile.ts', help: 'measure a running engine and write a simulated-engine profile (--from-engine URL)' },
 };
 
 function usage(): string {

@@ -11,7 +11,10 @@ const spec = {
   prefill: { type: 'number', default: 1, help: 'prefill engines' },
   decode: { type: 'number', default: 1, help: 'decode engines' },
   both: { type: 'number', default: 0, help: 'engines that do both stages' },
-  model: { type: 'string', default: 'stories260K', help: 'model for every engine' },
+  model: { type: 'string', help: 'model for every engine (default stories260K; synthetic:tiny when simulated)' },
+  simulate: { type: 'string', help: 'simulated engines: GPU timing profile for every engine (e.g. h200-llama8b)' },
+  'prefill-profile': { type: 'string', help: 'simulated prefill engines use this profile (heterogeneous P/D)' },
+  'decode-profile': { type: 'string', help: 'simulated decode engines use this profile (heterogeneous P/D)' },
   tokenizer: { type: 'string', help: 'tokenizer file, when the model has none' },
   port: { type: 'number', default: 8000, help: 'gateway port (0 = any free port)' },
   host: { type: 'string', default: '127.0.0.1', help: 'gateway listen address' },
@@ -98,6 +101,15 @@ export async function main(argv: string[]): Promise<number> {
   };
   const roles = { prefill: count('prefill'), decode: count('decode'), both: count('both') };
   if (roles.decode + roles.both === 0) throw new UsageError('need at least one engine that decodes (--decode or --both)');
+  const profileOf = (role: 'prefill' | 'decode' | 'both'): string | undefined =>
+    (role === 'prefill' ? f['prefill-profile'] : role === 'decode' ? f['decode-profile'] : undefined) ?? f.simulate;
+  const simulated = f.simulate !== undefined || f['prefill-profile'] !== undefined || f['decode-profile'] !== undefined;
+  for (const role of ['prefill', 'decode', 'both'] as const) {
+    if (simulated && roles[role] > 0 && profileOf(role) === undefined) {
+      throw new UsageError(`--${role}-profile or --simulate is needed: a cluster is either all simulated or all real`);
+    }
+  }
+  const model = f.model ?? (simulated ? 'synthetic:tiny' : 'stories260K');
   const gatewayPort = f.port === 0 ? await freePort() : (f.port ?? 8000);
   const deadline = Date.now() + (f['startup-timeout'] ?? 120) * 1000;
 
@@ -123,18 +135,20 @@ export async function main(argv: string[]): Promise<number> {
   process.once('SIGTERM', onSignal);
 
   try {
-    const engines: { name: string; role: string; url: string; kvEvents?: string }[] = [];
+    const engines: { name: string; role: string; url: string; kvEvents?: string; profile?: string }[] = [];
     for (const role of ['prefill', 'decode', 'both'] as const) {
       for (let i = 0; i < roles[role]; i++) {
         const port = await freePort();
         const kvEvents = f['kv-events'] ? `tcp://*:${await freePort()}` : undefined;
-        const args = ['serve', '--model', f.model!, '--port', String(port), '--role', role, '--kv-port', '0'];
+        const args = ['serve', '--model', model, '--port', String(port), '--role', role, '--kv-port', '0'];
+        const profile = profileOf(role);
+        if (profile !== undefined) args.push('--simulate', profile);
         if (f.tokenizer) args.push('--tokenizer', f.tokenizer);
         if (kvEvents) args.push('--kv-events-endpoint', kvEvents);
         args.push(...f['engine-arg']);
         const name = `${role}-${i}`;
         children.push(startChild(name, args));
-        engines.push({ name, role, url: `http://127.0.0.1:${port}`, kvEvents });
+        engines.push({ name, role, url: `http://127.0.0.1:${port}`, kvEvents, profile });
       }
     }
     const ready = Promise.all(engines.map((e, i) => waitHealthy(`${e.url}/health`, children[i]!, deadline)));
@@ -156,8 +170,10 @@ export async function main(argv: string[]): Promise<number> {
       await stopAll();
       return 0;
     }
-    const topo = engines.map((e) => `  ${e.name.padEnd(10)} ${e.url}${e.kvEvents ? `  kv-events ${e.kvEvents.replace('*', '127.0.0.1')}` : ''}`).join('\n');
-    console.log(`tandem up: gateway ${gwUrl} (model ${f.model})\n${topo}\n  try: curl ${gwUrl}/v1/completions -H 'content-type: application/json' -d '{"model":"${f.model}","prompt":"Once upon a time","max_tokens":32}'`);
+    const topo = engines
+      .map((e) => `  ${e.name.padEnd(10)} ${e.url}${e.kvEvents ? `  kv-events ${e.kvEvents.replace('*', '127.0.0.1')}` : ''}${e.profile ? `  simulated ${e.profile}` : ''}`)
+      .join('\n');
+    console.log(`tandem up: gateway ${gwUrl} (model ${model}${simulated ? ', simulated engines' : ''})\n${topo}\n  try: curl ${gwUrl}/v1/completions -H 'content-type: application/json' -d '{"model":"${model}","prompt":"Once upon a time","max_tokens":32}'`);
 
     // run until a signal, or until a child dies (then stop the rest and fail)
     const died = Promise.race(children.map((c) => c.exited.then((code) => ({ c, code }))));

@@ -104,10 +104,16 @@ export interface EngineInfo {
   prefixCaching: boolean;
   /** port of the KV transfer service (P/D), when running */
   kvPort?: number;
+  /** KV bytes one token occupies (a simulated engine: its profile's model) */
+  kvBytesPerToken: number;
+  /** name of the GPU timing profile when this is a simulated engine */
+  simulated?: string;
 }
 
 export interface Engine {
   readonly info: EngineInfo;
+  /** when present: changes whenever the engine's metrics may have (lets /metrics reuse its last rendering) */
+  readonly metricsVersion?: number;
   readonly tokenizer: Tokenizer;
   readonly chatTemplate?: string;
   /** Admit a request or throw EngineError (context too long: 400; queue full: 429; draining: 503). */
@@ -149,6 +155,8 @@ export interface EngineOptions {
   /** KV store tiers, e.g. memory:1GiB,disk:/tmp/kv:10GiB,redis://127.0.0.1:6379 */
   kvStore?: string;
   kvChunkTokens: number; // default 256
-  /** simulated engine: replace the model arithmetic by a GPU timing profile */
+  /** simulated engine: replace the model arithmetic by a GPU timing profile (shipped name or JSON path) */
   simulate?: string;
+  /** simulated engines: KV transfer link bandwidth in bytes/s (default: the profile's) */
+  kvBandwidthBytesPerSec?: number;
 }

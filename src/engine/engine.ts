@@ -17,6 +17,7 @@ import {
   type GenerateRequest,
   type TokenLogprob,
 } from './api.ts';
+import { loadProfile, type GpuProfile } from './simulate.ts';
 import { BlockPool, blockHashes, type BlockEvents } from './block-pool.ts';
 import { Channel } from './channel.ts';
 import { EngineMetrics } from './metrics.ts';
@@ -112,6 +113,8 @@ class WorkerClient {
 }
 
 export interface EngineInternals {
+  /** the GPU timing profile of a simulated engine (its pool has no KV memory behind it) */
+  profile?: GpuProfile;
   memory: WebAssembly.Memory;
   pool: KvPoolLayout;
   config: ModelConfig;
@@ -154,6 +157,7 @@ export class TandemEngine implements Engine {
 
   private async init(): Promise<void> {
     const o = this.opts;
+    const profile = o.simulate !== undefined ? loadProfile(o.simulate) : undefined;
     let ready;
     try {
       ready = await this.worker.init({
@@ -166,7 +170,7 @@ export class TandemEngine implements Engine {
         kvCacheMemoryBytes: o.kvCacheMemoryBytes,
         kvDtype: o.kvCacheDtype,
         maxModelLen: o.maxModelLen,
-        simulate: o.simulate,
+        simulate: profile,
       });
     } catch (err) {
       await this.worker.terminate();
@@ -193,8 +197,12 @@ export class TandemEngine implements Engine {
       kvDtype: o.kvCacheDtype,
       engineId: randomUUID(),
       prefixCaching: o.prefixCaching,
+      simulated: profile?.name,
+      kvBytesPerToken:
+        profile?.kvBytesPerToken ?? ready.config.nLayers * 2 * ready.config.nKvHeads * ready.config.headDim * (o.kvCacheDtype === 'f16' ? 2 : 4),
     };
     this.internals = {
+      profile,
       memory: ready.memory,
       pool: ready.pool,
       config: ready.config,
@@ -569,7 +577,11 @@ export class TandemEngine implements Engine {
     this.updateGauges();
   }
 
+  /** Grows whenever the engine's own metrics may have changed (every step, admission and finish end in updateGauges). */
+  metricsVersion = 0;
+
   updateGauges(): void {
+    this.metricsVersion++;
     if (!this.metrics) return;
     const L = this.metrics.labels();
     const s = this.scheduler;

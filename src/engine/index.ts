@@ -10,6 +10,7 @@ import { KvStoreLink } from './kv-store-link.ts';
 import { KvStore } from '../kvstore/index.ts';
 import { KvEventPublisher } from './kv-events.ts';
 import { MEDIUM } from './kv-store-link.ts';
+import { UsageError } from '../cli/args.ts';
 
 export const DEFAULT_ENGINE_OPTIONS: Omit<EngineOptions, 'model'> = {
   role: 'both',
@@ -25,11 +26,22 @@ export const DEFAULT_ENGINE_OPTIONS: Omit<EngineOptions, 'model'> = {
   kvChunkTokens: 256,
 };
 
+/** A simulated engine stands for a GPU engine: vLLM's GPU defaults for batch shape and queue. */
+export const SIMULATED_ENGINE_DEFAULTS: Partial<EngineOptions> = {
+  maxNumSeqs: 256,
+  maxNumBatchedTokens: 8192,
+  maxWaiting: 1024,
+};
+
 /** Start an engine (model worker, scheduler, and the P/D and KV-store attachments its options ask for). */
 export async function createEngine(opts: EngineOptions): Promise<{ engine: Engine & TandemEngine; registry: Registry }> {
-  const o: EngineOptions = { ...DEFAULT_ENGINE_OPTIONS, ...opts };
+  const o: EngineOptions = { ...DEFAULT_ENGINE_OPTIONS, ...(opts.simulate !== undefined ? SIMULATED_ENGINE_DEFAULTS : {}), ...opts };
+  if (o.simulate !== undefined && o.kvStore) {
+    throw new UsageError('--kv-store needs real KV bytes; a simulated engine (--simulate) has none');
+  }
   const engine = await TandemEngine.create(o);
   try {
+    const profile = engine.internals.profile;
     const log = (m: string) => console.error(`tandem serve: ${m}`);
     // Every role can serve every leg, so every engine runs the KV transfer service.
     const connector = await KvConnector.attach(engine, {
@@ -40,6 +52,12 @@ export async function createEngine(opts: EngineOptions): Promise<{ engine: Engin
       failurePolicy: o.kvLoadFailurePolicy,
       secret: o.kvSecret,
       log,
+      // A simulated engine's transfers carry no payload; the link model gives them their duration.
+      simulatedLink: profile && {
+        bytesPerToken: profile.kvBytesPerToken,
+        bandwidthBytesPerSec: o.kvBandwidthBytesPerSec ?? profile.kvTransfer.bandwidthGBps * 1e9,
+        latencyMs: profile.kvTransfer.latencyMs,
+      },
     });
     engine.attachConnector(connector);
     if (o.kvEventsEndpoint) {

@@ -32,6 +32,8 @@ export interface KvConnectorOptions {
   failurePolicy: 'recompute' | 'fail';
   secret?: string;
   log?: (msg: string) => void;
+  /** simulated engines: payload-less transfers timed by a link model */
+  simulatedLink?: { bytesPerToken: number; bandwidthBytesPerSec: number; latencyMs: number };
 }
 
 export class KvConnector implements ExternalKvSource {
@@ -63,6 +65,7 @@ export class KvConnector implements ExternalKvSource {
       secret: opts.secret,
       registry: i.metrics.registry,
       onRelease: (rid) => this.releaseLease(rid),
+      simulatedLink: opts.simulatedLink,
       log: (level, m) => opts.log?.(`[kv ${level}] ${m}`),
     });
   }

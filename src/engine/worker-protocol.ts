@@ -2,6 +2,7 @@
 import type { KvPoolLayout } from '../kernels/types.ts';
 import type { ModelConfig, TokenizerSpec } from '../model/types.ts';
 import type { SamplingParams, TokenLogprob } from './api.ts';
+import type { GpuProfile } from './simulate.ts';
 
 export interface WireChunk {
   rid: string;
@@ -30,8 +31,8 @@ export type WorkerRequest =
       kvCacheMemoryBytes?: number;
       kvDtype: 'f32' | 'f16';
       maxModelLen?: number;
-      /** GPU timing profile (built-in name or JSON path): replaces the model arithmetic */
-      simulate?: string;
+      /** GPU timing profile: replaces the model arithmetic */
+      simulate?: GpuProfile;
     }
   | { type: 'step'; seq: number; chunks: WireChunk[] }
   | { type: 'free'; rids: string[] };

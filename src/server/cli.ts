@@ -3,7 +3,7 @@
 // running requests finish within --drain-timeout, close, exit 0.
 
 import type { AddressInfo } from 'node:net';
-import { parseBytes, parseFlags, UsageError } from '../cli/args.ts';
+import { parseBytes, parseFlags, parseRate, UsageError } from '../cli/args.ts';
 import type { Engine, EngineOptions } from '../engine/api.ts';
 import { createHttpServer, type OpenAIServer } from './index.ts';
 import { connectableEndpoint, startRegistration } from './register.ts';
@@ -32,7 +32,8 @@ const FLAGS = {
   'kv-events-endpoint': { type: 'string', help: 'ZMQ PUB endpoint for KV events, e.g. tcp://*:5557' },
   'kv-store': { type: 'string', help: 'KV store tiers, e.g. memory:1GiB,disk:/tmp/kv:10GiB,redis://127.0.0.1:6379' },
   'kv-chunk-tokens': { type: 'number', help: 'KV store chunk size in tokens (default 256)' },
-  simulate: { type: 'string', help: 'replace the model arithmetic by a GPU timing profile' },
+  simulate: { type: 'string', help: 'simulated engine: a GPU timing profile (h200-llama8b, decode-accel-llama8b, or a JSON file) replaces the model arithmetic; --model then only gives the tokenizer (default synthetic:tiny)' },
+  'kv-bandwidth': { type: 'string', help: 'simulated engines: KV transfer link speed, e.g. 25GB/s, 200Gb/s (default: the profile\'s)' },
   host: { type: 'string', default: '127.0.0.1', help: 'HTTP bind address' },
   port: { type: 'number', default: 8000, help: 'HTTP port (0 = any free port)' },
   'max-body-bytes': { type: 'string', default: '4MiB', help: 'largest accepted request body' },
@@ -61,7 +62,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (f._.length > 1) throw new UsageError(`unexpected arguments: ${f._.slice(1).join(' ')}`);
-  const model = f.model ?? f._[0];
+  const model = f.model ?? f._[0] ?? (f.simulate !== undefined ? 'synthetic:tiny' : undefined);
   if (!model) throw new UsageError('--model is required (a built-in name such as stories260K, a path, or synthetic:<preset>)');
   const engineOpts = engineOptions(f, model);
   const http = httpOptions(f);
@@ -138,6 +139,10 @@ function engineOptions(f: Flags, model: string): EngineOptions {
   set('kvStore', nonEmpty(f['kv-store'], 'kv-store'));
   set('kvChunkTokens', int(f['kv-chunk-tokens'], 'kv-chunk-tokens', 1));
   set('simulate', nonEmpty(f.simulate, 'simulate'));
+  if (f['kv-bandwidth'] !== undefined) {
+    if (f.simulate === undefined) throw new UsageError('--kv-bandwidth models the link of simulated engines; it needs --simulate');
+    o.kvBandwidthBytesPerSec = parseRate(f['kv-bandwidth'], 'kv-bandwidth');
+  }
   return o as EngineOptions;
 }
 

@@ -85,6 +85,18 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
       await runGeneration(plan, { engine, modelName: served.name, signal: aborter.signal, ...rc }, res);
     };
 
+  // Routers scrape every ~50 ms; rendering the registry costs ~1 ms, which for 16 idle engines on one
+  // machine was half a core. The text is reused while the engine's metrics have not changed, and for at
+  // most a second (counters updated outside the engine loop, e.g. KV bytes sent, may lag by that much).
+  let cached: { text: string; version: number; at: number } | undefined;
+  const renderMetrics = async (): Promise<string> => {
+    const version = engine.metricsVersion;
+    const now = performance.now();
+    if (version !== undefined && cached && cached.version === version && now - cached.at < 1000) return cached.text;
+    const text = await opts.metricsRegistry.metrics();
+    if (version !== undefined) cached = { text, version, at: now };
+    return text;
+  };
   const routes: Record<string, Partial<Record<string, Handler>>> = {
     '/v1/completions': { POST: generation(parseCompletionRequest) },
     '/v1/chat/completions': { POST: generation(parseChatRequest) },
@@ -97,7 +109,9 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
           kv_dtype: info.kvDtype,
           engine_id: info.engineId,
           prefix_caching: info.prefixCaching,
+          kv_bytes_per_token: info.kvBytesPerToken,
         };
+        if (info.simulated) tandem.simulated = info.simulated;
         const kvPort = opts.kvPort ?? engine.info.kvPort;
         if (kvPort !== undefined) tandem.kv_port = kvPort;
         sendJson(
@@ -145,7 +159,7 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
     },
     '/metrics': {
       GET: async (_req, res) => {
-        const text = await opts.metricsRegistry.metrics();
+        const text = await renderMetrics();
         res.writeHead(200, { 'content-type': opts.metricsRegistry.contentType, 'content-length': String(Buffer.byteLength(text)) });
         res.end(text);
       },

@@ -103,6 +103,7 @@ export class FakeEngine implements Engine {
       kvDtype: 'f32',
       engineId: 'fake-engine-1',
       prefixCaching: true,
+      kvBytesPerToken: 1024,
     };
   }
 
