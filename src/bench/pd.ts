@@ -86,7 +86,7 @@ export async function main(argv: string[]): Promise<number> {
     seconds: { type: 'number', default: 20 },
     'prompt-tokens': { type: 'number', default: 4096 },
     'max-tokens': { type: 'number', default: 256 },
-    profile: { type: 'string', default: 'h200-llama3-8b' },
+    profile: { type: 'string', default: 'h200-llama8b' },
     // A whole prompt per step, as vLLM schedules long prompts without chunked prefill (the seed's setting);
     // try 512 to see how much chunked prefill alone reduces the coupled engines' ITL spikes.
     'max-num-batched-tokens': { type: 'number', default: 4096 },
@@ -110,7 +110,6 @@ export async function main(argv: string[]): Promise<number> {
       `--engine-arg=--simulate=${f.profile}`,
       '--engine-arg=--max-num-seqs=256',
       `--engine-arg=--max-num-batched-tokens=${f['max-num-batched-tokens']}`,
-      '--engine-arg=--kv-cache-memory=1GiB',
     ]);
     try {
       for (const q of f.qps!.split(',').map(Number)) {
