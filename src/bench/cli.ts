@@ -9,12 +9,16 @@ const BENCHES: Record<string, string> = {
   kvstore: './kvstore.ts',
   pd: './pd.ts',
   llamacpp: './llamacpp/cli.ts',
+  loadgen: './loadgen/selfcheck.ts',
+  'sim-gateway': './sim-gateway.ts',
 };
 
 export async function main(argv: string[]): Promise<number | void> {
+  // `tandem bench --url URL …` is the load generator; a name runs one of the fixed benches
+  if (argv[0]?.startsWith('--')) return (await import('./loadgen/cli.ts')).main(argv);
   const [name, ...rest] = argv;
   const mod = name ? BENCHES[name] : undefined;
-  if (!mod) throw new UsageError(`usage: tandem bench <${Object.keys(BENCHES).join('|')}> [options]`);
+  if (!mod) throw new UsageError(`usage: tandem bench <${Object.keys(BENCHES).join('|')}> [options]\n       tandem bench --url URL [options]   (load generator; --help for its options)`);
   const m = (await import(mod)) as { main(argv: string[]): Promise<number | void> };
   return m.main(rest);
 }
