@@ -168,6 +168,7 @@ export class KvConnector implements ExternalKvSource {
       startToken: start,
       numTokens: start + count,
       dest: { pool: () => ({ buffer: i.memory.buffer, layout: i.pool }), blockTable: seq.blocks.map((b) => b.id) },
+      simulated: i.profile !== undefined,
       registry: i.metrics.registry,
       signal: r.ctx.cancelled.signal, // stop the pull if the client goes away meanwhile
     }).then(

@@ -63,9 +63,9 @@ test('a single 8K prefill takes the profile time (±5%) and the pool is the simu
     assert.equal(engine.info.numBlocks, Math.floor(860000 / 16), 'KV capacity from the profile');
     assert.equal(engine.info.simulated, 'h200-llama8b');
     assert.equal(engine.internals.memory.buffer.byteLength, 65536, 'no KV memory behind a simulated pool');
-    // min of three distinct prompts: robust to a busy machine, where a wake-up can come late but never early
+    // min over distinct prompts: robust to a busy machine, where a wake-up can come late but never early
     const ttfts: number[] = [];
-    for (let i = 0; i < 3; i++) ttfts.push((await run(engine, prompt(8192 - 1, i), 1, undefined, `p${i}`)).ttft);
+    for (let i = 0; i < 5; i++) ttfts.push((await run(engine, prompt(8192 - 1, i), 1, undefined, `p${i}`)).ttft);
     const best = Math.min(...ttfts);
     assert.ok(best >= 234.2 * 0.95 && best <= 234.2 * 1.05, `8K prefill took ${best.toFixed(1)} ms (profile: 234.2)`);
   } finally {
