@@ -106,7 +106,7 @@ export async function main(argv: string[]): Promise<number> {
   const simulated = f.simulate !== undefined || f['prefill-profile'] !== undefined || f['decode-profile'] !== undefined;
   for (const role of ['prefill', 'decode', 'both'] as const) {
     if (simulated && roles[role] > 0 && profileOf(role) === undefined) {
-      throw new UsageError(`--${role}-profile or --simulate is needed: a cluster is either all simulated or all real`);
+      throw new UsageError(`${role === 'both' ? '--simulate' : `--${role}-profile or --simulate`} is needed for the ${role} engines: a cluster is either all simulated or all real`);
     }
   }
   const model = f.model ?? (simulated ? 'synthetic:tiny' : 'stories260K');
