@@ -1,8 +1,10 @@
 // The endpoint pool: static endpoints and self-registered ones (heartbeats), health checks that take
 // failing endpoints out and bring them back, /metrics scraped every ~50 ms (stale after 2 s), and
-// engine metadata from /v1/models. One keep-alive undici Pool per endpoint carries the traffic; a
-// separate small pool carries the control plane so probes never queue behind long generations.
+// engine metadata from /v1/models. The traffic goes over the gateway's own keep-alive HTTP/1.1 client
+// (h1-client.ts); a separate small undici pool carries the control plane, so probes never queue behind
+// long generations.
 import { Pool } from 'undici';
+import { H1Pool } from './h1-client.ts';
 import { ROLES, type Endpoint, type EngineMetrics, type Role, type SchedulingRequest } from './types.ts';
 import type { EndpointEvents, EngineTokenizer } from './plugins/context.ts';
 import { parsePromText } from './prom-text.ts';
@@ -61,14 +63,14 @@ export class EndpointState implements Endpoint {
   scraping = false;
   probing = false;
   metricsMissing = false;
-  readonly traffic: Pool;
+  readonly traffic: H1Pool;
   readonly control: Pool;
 
   constructor(url: URL, opts: PoolOptions) {
     this.url = url.origin;
     this.id = url.host;
-    // timeouts are the gateway's own (per request); undici's would cut long generations
-    this.traffic = new Pool(this.url, { connections: null, pipelining: 1, keepAliveTimeout: 30_000, headersTimeout: 0, bodyTimeout: 0, connectTimeout: opts.connectTimeoutMs });
+    // the traffic client has no header/body timeouts: the gateway's per-request deadlines apply (long generations)
+    this.traffic = new H1Pool(url, { connectTimeoutMs: opts.connectTimeoutMs, keepAliveMs: 30_000 });
     this.control = new Pool(this.url, { connections: 2, keepAliveTimeout: 30_000, headersTimeout: 5000, bodyTimeout: 5000, connectTimeout: opts.connectTimeoutMs });
   }
 
@@ -147,7 +149,8 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
     const eps = [...this.byId.values()];
     this.byId.clear();
     for (const ep of eps) for (const l of this.listeners) l.removed(ep);
-    await Promise.all(eps.flatMap((ep) => [ep.traffic.destroy(), ep.control.destroy()]));
+    for (const ep of eps) ep.traffic.destroy();
+    await Promise.all(eps.map((ep) => ep.control.destroy()));
   }
 
   onEndpoint(added: (ep: Endpoint) => void, removed: (ep: Endpoint) => void): () => void {
@@ -217,7 +220,7 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
     this.byId.delete(id);
     this.opts.log(`endpoint ${id} removed: ${why}`);
     for (const l of this.listeners) l.removed(ep);
-    void ep.traffic.close().catch(() => {});
+    ep.traffic.close();
     void ep.control.close().catch(() => {});
     return true;
   }

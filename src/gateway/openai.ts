@@ -1,6 +1,7 @@
 // The OpenAI-facing boundary: request validation, prompt text for scheduling, P/D leg bodies
 // (llm-d's nixlv2 sidecar / vLLM toy proxy), and OpenAI-format errors.
 import type { ServerResponse } from 'node:http';
+import { StringDecoder } from 'node:string_decoder';
 import type { SchedulingRequest } from './types.ts';
 
 export class HttpError extends Error {
@@ -118,10 +119,12 @@ export function rewriteCachedTokens(obj: Record<string, unknown>, cached: number
 /** Rewrites `usage` in SSE events as they pass, holding back only an incomplete event. */
 export class SseUsageRewriter {
   private pending = '';
+  // a UTF-8 sequence may straddle two chunks
+  private readonly decoder = new StringDecoder('utf8');
   constructor(private readonly cached: number) {}
 
   push(chunk: Buffer): string {
-    this.pending += chunk.toString('utf8');
+    this.pending += this.decoder.write(chunk);
     let out = '';
     let idx: number;
     while ((idx = this.pending.indexOf('\n\n')) >= 0) {
@@ -132,7 +135,7 @@ export class SseUsageRewriter {
   }
 
   flush(): string {
-    const rest = this.pending;
+    const rest = this.pending + this.decoder.end();
     this.pending = '';
     return rest;
   }

@@ -54,6 +54,14 @@ const HOP_BY_HOP = new Set([
 
 class ClientGone extends Error {}
 
+/** The OpenAI inference routes, matched without slicing the URL (a query string is allowed). */
+function inferenceKind(url: string | undefined): 'completions' | 'chat' | undefined {
+  if (!url) return undefined;
+  if (url.startsWith('/v1/completions') && (url.length === 15 || url.charCodeAt(15) === 0x3f)) return 'completions';
+  if (url.startsWith('/v1/chat/completions') && (url.length === 20 || url.charCodeAt(20) === 0x3f)) return 'chat';
+  return undefined;
+}
+
 const kExchange = Symbol('exchange');
 type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange };
 
@@ -82,8 +90,8 @@ class Exchange implements Deadlined {
   sreq!: SchedulingRequest;
   raw!: Buffer;
   stream = false;
-  /** forwarded to the engines, as a flat [name, value, …] list (undici's cheapest form) */
-  upstreamHeaders!: string[];
+  /** forwarded to the engines, serialized once as `name: value\r\n` lines for both legs */
+  upstreamHeaders!: string;
   aborted = false;
   reason: unknown;
   /** the leg in flight, cancelled on abort */
@@ -156,11 +164,15 @@ export class Gateway {
     const indexes = config.producers.filter((p): p is typeof p & { index: BlockIndex } => 'index' in p).map((p) => ({ name: p.name, index: p.index }));
     this.metrics = new GatewayMetrics(this.pool, this.opts.processMetrics, indexes);
     for (const spec of options.endpoints ?? []) this.pool.upsert(spec, 'static');
+    const internalError = (res: ServerResponse) => (err: unknown) => {
+      this.log(`internal error: ${(err as Error)?.stack ?? String(err)}`);
+      sendError(res, new HttpError(500, 'internal gateway error', 'server_error', 'internal_error'));
+    };
     this.server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
-      this.route(req, res).catch((err) => {
-        this.log(`internal error: ${(err as Error)?.stack ?? String(err)}`);
-        sendError(res, new HttpError(500, 'internal gateway error', 'server_error', 'internal_error'));
-      });
+      // inference straight from the listener: one async frame (and promise) less per request
+      const kind = req.method === 'POST' ? inferenceKind(req.url) : undefined;
+      if (kind) this.inference(req, res, kind === 'completions' ? '/v1/completions' : '/v1/chat/completions', kind).catch(internalError(res));
+      else this.route(req, res).catch(internalError(res));
     });
   }
 
@@ -358,7 +370,8 @@ export class Gateway {
       ex.raw = raw;
       ex.stream = sreq.body.stream === true;
       ex.upstreamHeaders = forwardHeaders(req, requestId, this.opts.apiKeys.length > 0);
-      route = await this.dispatch(ex, result);
+      if (result.decision === 'prefill-decode' && result.prefill?.length) route = await this.dispatch(ex, result);
+      else await this.decodeOnly(ex, result);
     } catch (err) {
       const reason = ex.aborted ? ex.reason : err;
       if (reason instanceof ClientGone) {
@@ -391,24 +404,29 @@ export class Gateway {
       ex.headers['x-tandem-fallback'] = 'prefill-failed';
       ex.headers['x-tandem-decision'] += '; prefill leg failed, decoding locally';
     }
+    await this.decodeOnly(ex, result);
+    return 'decode-only';
+  }
+
+  /** Not async itself: the common route costs one promise (decodeLeg's), not two. */
+  private decodeOnly(ex: Exchange, result: SchedulingResult): Promise<void> {
     ex.headers['x-tandem-route'] = 'decode-only';
     this.metrics.request('decode-only');
-    await this.decodeLeg(ex, result.decode, ex.raw, undefined);
-    return 'decode-only';
+    return this.decodeLeg(ex, result.decode, ex.raw, undefined);
   }
 
   /** Sends one leg; a client gone or a timeout cancels it through `ex.abort`. */
   private send(ep: EndpointState, ex: Exchange, body: Buffer, leg: UpstreamLeg): Promise<void> {
     if (ex.aborted) return Promise.reject(ex.reason);
     ex.leg = leg;
-    return leg.start(ep.traffic, { path: ex.path, method: 'POST', headers: ex.upstreamHeaders, body });
+    return leg.start(ep.traffic, ex.path, ex.upstreamHeaders, body);
   }
 
   private upstreamFailed(ex: Exchange, ep: EndpointState, err: unknown, reason: ErrorReason): void {
     if (ex.aborted) throw ex.reason;
     this.metrics.error(reason);
     const code = (err as { code?: string })?.code ?? '';
-    if (reason === 'upstream_connect' && /ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|UND_ERR_CONNECT|EHOSTUNREACH|ENOTFOUND/.test(code)) this.pool.reportFailure(ep, err);
+    if (reason === 'upstream_connect' && /ECONNREFUSED|ECONNRESET|EPIPE|UPSTREAM_CLOSED|UPSTREAM_CONNECT_TIMEOUT|EHOSTUNREACH|ENOTFOUND|ETIMEDOUT/.test(code)) this.pool.reportFailure(ep, err);
   }
 
   /** Leg 1. Returns undefined when every tried prefill endpoint failed (the caller decodes locally). */
@@ -614,11 +632,11 @@ class SseRelay implements StreamSink {
       this.gw.metrics.itl.observe((t - this.last) / 1000);
       this.last = t;
     }
-    let data: Buffer | string = chunk;
+    let data: Buffer | string;
     if (this.rewriter) {
       data = this.rewriter.push(chunk);
       if (data === '') return true;
-    }
+    } else data = chunk;
     this.tail = lastBytes(this.tail, typeof data === 'string' ? Buffer.from(data) : data);
     const res = this.ex.res;
     if (!res.write(data)) {
@@ -674,7 +692,11 @@ function sanitize(s: string): string {
   return s;
 }
 
-function forwardHeaders(req: IncomingMessage, requestId: string, stripAuth: boolean): string[] {
+/**
+ * The client's end-to-end headers as one `name: value\r\n` block for the engine. Names and values come
+ * from node's HTTP parser, which rejects CR, LF and NUL in them, so they can be written as they are.
+ */
+function forwardHeaders(req: IncomingMessage, requestId: string, stripAuth: boolean): string {
   const out: string[] = [];
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
@@ -686,8 +708,9 @@ function forwardHeaders(req: IncomingMessage, requestId: string, stripAuth: bool
     if (j < out.length) out[j + 1] = `${out[j + 1]}, ${raw[i + 1]}`;
     else out.push(k, raw[i + 1]!);
   }
-  out.push('x-request-id', requestId, 'content-type', 'application/json');
-  return out;
+  let block = '';
+  for (let i = 0; i < out.length; i += 2) block += `${out[i]}: ${out[i + 1]}\r\n`;
+  return `${block}x-request-id: ${requestId}\r\ncontent-type: application/json\r\n`;
 }
 
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {

@@ -1,9 +1,6 @@
-// One upstream leg as a raw undici dispatch handler. `Pool.request()` costs a RequestHandler, an
-// AbortSignal listener, a Readable body and a promise per read on every request; here a small answer
-// is collected straight from the parser callbacks, and a stream is handed chunk by chunk to a sink.
-// These are undici's "legacy" handler callbacks: in undici 7 they are the core's native interface
-// (the newer controller-style handlers are wrapped into them on every dispatch).
-import type { Dispatcher } from 'undici';
+// One upstream leg: the response handler for one request on an endpoint's `H1Pool`. A small answer is
+// collected from the parser callbacks into one buffer; a stream is handed chunk by chunk to a sink.
+import type { H1Pool, ResponseHandler, UpstreamRequest } from './h1-client.ts';
 
 /** Takes a streamed body. `data` returns false to pause the upstream socket until `UpstreamLeg.resume()`. */
 export interface StreamSink {
@@ -21,7 +18,7 @@ export interface SinkFactory {
 
 const EMPTY = Buffer.alloc(0);
 
-export class UpstreamLeg implements Dispatcher.DispatchHandler {
+export class UpstreamLeg implements ResponseHandler {
   status = 0;
   /** the response's content-type, '' when it has none */
   contentType = '';
@@ -32,9 +29,7 @@ export class UpstreamLeg implements Dispatcher.DispatchHandler {
   readonly done: Promise<void>;
   private chunks: Buffer[] = [];
   private size = 0;
-  private resumeFn: (() => void) | undefined;
-  private abortFn: ((err: Error) => void) | undefined;
-  private abortReason: Error | undefined;
+  private req: UpstreamRequest | undefined;
   private resolve!: () => void;
   private reject!: (err: unknown) => void;
 
@@ -45,42 +40,26 @@ export class UpstreamLeg implements Dispatcher.DispatchHandler {
     });
   }
 
-  /** Sends the request on `pool`; resolves when the answer is complete (buffered) or relayed (sink). */
-  start(pool: Dispatcher, opts: Dispatcher.DispatchOptions): Promise<void> {
-    pool.dispatch(opts, this);
+  /** Sends `POST path` on `pool`; resolves when the answer is complete (buffered) or relayed (sink). */
+  start(pool: H1Pool, path: string, headerBlock: string, body: Buffer): Promise<void> {
+    this.req = pool.request('POST', path, headerBlock, body, this);
     return this.done;
   }
 
   /** Cancels the leg (the engine sees its connection close); the leg rejects with `err`. */
   abort(err: Error): void {
-    if (this.abortFn) this.abortFn(err);
-    else this.abortReason = err;
+    this.req?.abort(err);
   }
 
   resume(): void {
-    this.resumeFn?.();
+    this.req?.resume();
   }
 
-  onConnect(abort: (err?: Error) => void): void {
-    if (this.abortReason) abort(this.abortReason);
-    else this.abortFn = abort;
-  }
-
-  onHeaders(statusCode: number, headers: Buffer[], resume: () => void): boolean {
-    if (statusCode < 200) return true; // 1xx: the real answer follows
+  onHeaders(statusCode: number, contentType: string): void {
     this.status = statusCode;
-    this.resumeFn = resume;
+    this.contentType = contentType;
     this.headersReceived = true;
-    for (let i = 0; i < headers.length; i += 2) {
-      const k = headers[i]!;
-      // 'content-type' is 12 bytes: compare only candidates of that length
-      if (k.length === 12 && k.toString('latin1').toLowerCase() === 'content-type') {
-        const v = headers[i + 1]!.toString('latin1');
-        this.contentType = this.contentType ? `${this.contentType},${v}` : v;
-      }
-    }
     if (this.sinks) this.sink = this.sinks.sinkFor(this);
-    return true;
   }
 
   onData(chunk: Buffer): boolean {
@@ -91,7 +70,7 @@ export class UpstreamLeg implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
-    this.abortFn = undefined;
+    this.req = undefined;
     if (this.sink) {
       try {
         this.sink.end();
@@ -107,7 +86,7 @@ export class UpstreamLeg implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
-    this.abortFn = undefined;
+    this.req = undefined;
     if (this.sink) {
       let out: unknown;
       try {
