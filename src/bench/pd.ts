@@ -3,49 +3,14 @@
 // replaced by the H200 Llama-3-8B timing profile). Both setups get two engines: coupled = two `both`
 // engines, each running prefill and decode (chunked prefill); disaggregated = one prefill engine and
 // one decode engine behind the same gateway with every request split.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseFlags } from '../cli/args.ts';
 import { DEFAULT_CONFIG_YAML } from '../gateway/index.ts';
+import { startUp } from './experiments/cluster.ts';
 import { measuredBy, writeReport } from './report.ts';
 import { percentile, repoRoot, streamCompletion, type StreamResult } from './serve-util.ts';
-
-interface Cluster {
-  url: string;
-  stop(): Promise<void>;
-}
-
-function startUp(args: string[]): Promise<Cluster> {
-  return new Promise((resolve, reject) => {
-    const child: ChildProcess = spawn(process.execPath, [join(repoRoot, 'bin/tandem.js'), 'up', ...args], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let done = false;
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const m = /tandem up: gateway (http:\/\/\S+)/.exec(out);
-      if (m && !done) {
-        done = true;
-        resolve({
-          url: m[1]!,
-          stop: () =>
-            new Promise((r) => {
-              if (child.exitCode !== null) return r();
-              child.once('exit', () => r());
-              child.kill('SIGTERM');
-            }),
-        });
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.on('exit', (code) => !done && reject(new Error(`tandem up exited with ${code}:\n${out}`)));
-  });
-}
 
 function configWith(decider: 'always-disagg-pd-decider' | 'never-disagg-pd-decider'): string {
   return DEFAULT_CONFIG_YAML.replace(/- type: prefix-based-pd-decider\n {2}parameters: \{nonCachedTokens: 16\}\n/, `- type: ${decider}\n`).replace(

@@ -7,6 +7,7 @@ const commands: Record<string, { module: string; help: string }> = {
   'pd-proxy': { module: '../gateway/pd-proxy-cli.ts', help: 'drive the two P/D legs in front of one prefill and one decode engine' },
   'export-gguf': { module: '../model/export-cli.ts', help: 'write a model (e.g. synthetic:15m) as a GGUF file' },
   bench: { module: '../bench/cli.ts', help: 'load generator (tandem bench --url URL …) and benchmarks: engine | serve | kv | gateway | kvstore | pd' },
+  experiment: { module: '../bench/experiments/index.ts', help: "reproduce the seed's experiments: itl-vs-qps | adaptive-routing | burst-256 | prefix-routing" },
   profile: { module: '../bench/profile.ts', help: 'measure a running engine and write a simulated-engine profile (--from-engine URL)' },
 };
 
