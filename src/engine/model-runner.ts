@@ -30,6 +30,9 @@ interface PackedLayer {
 
 /** Activation buffers sized for `rows` rows, reused across steps. */
 interface Scratch {
+  /** arena marks around this scratch (it can be released and reallocated while it is the last allocation) */
+  start: number;
+  end: number;
   rows: number;
   logitRows: number;
   tableInts: number;
@@ -102,12 +105,16 @@ export class ModelRunner {
   private ensureScratch(rows: number, logitRows: number, tableInts: number): Scratch {
     const s = this.scratch;
     if (s && s.rows >= rows && s.logitRows >= logitRows && s.tableInts >= tableInts) return s;
-    // Grow geometrically; the old buffers are abandoned (the arena only grows, and this happens rarely).
+    // Grow geometrically, so a batch creeping up one row at a time reallocates O(log n) times. The
+    // scratch is the arena's last allocation, so its old space is reused rather than abandoned (an
+    // engine under load once grew past WASM's 4 GiB this way).
     const c = this.config;
-    const R = Math.max(rows, s?.rows ?? 0, 16);
-    const L = Math.max(logitRows, s?.logitRows ?? 0, 1);
+    const R = Math.max(rows, s ? (rows > s.rows ? 2 * s.rows : s.rows) : 16);
+    const L = Math.max(logitRows, s ? (logitRows > s.logitRows ? 2 * s.logitRows : s.logitRows) : 1);
     const T = Math.max(tableInts, (s?.tableInts ?? 0) * 2, 256);
     const k = this.kernels;
+    if (s && k.mark() === s.end) k.release(s.start);
+    const start = k.mark();
     const qDim = c.nHeads * c.headDim;
     const kvDim = c.nKvHeads * c.headDim;
     this.scratch = {
@@ -130,7 +137,10 @@ export class ModelRunner {
       attScratch: k.alloc((c.contextLength + 16) * 4),
       gathered: k.alloc(L * c.dim * 4),
       logits: k.alloc(L * c.vocabSize * 4),
+      start,
+      end: 0,
     };
+    this.scratch.end = k.mark();
     return this.scratch;
   }
 
