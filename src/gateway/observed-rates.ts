@@ -7,20 +7,39 @@ export interface Rate {
 }
 
 const ALPHA = 0.2;
-/** below this many tokens a leg's duration is mostly fixed overhead and says little about the rate */
-const MIN_TOKENS = 16;
+/** a leg with at most this many uncached tokens measures the endpoint's fixed cost, not its rate */
+const SMALL_TOKENS = 16;
 
 export class ObservedRates {
   private readonly prefill = new Map<string, number>();
+  /** per endpoint: the time any request takes to its first token whatever its length (a step, the legs) */
+  private readonly fixed = new Map<string, number>();
   private transfer: number | undefined;
   private overhead: number | undefined;
 
-  /** An endpoint computed `tokens` uncached prompt tokens in `seconds` (prefill leg, or TTFT of a local run). */
+  /**
+   * An endpoint computed `tokens` uncached prompt tokens in `seconds` (prefill leg, or TTFT of a local
+   * run). Time to first token is modelled as fixed + tokens / rate: short prompts teach the fixed part
+   * (on a GPU a 8-token prefill costs a whole step), long ones the rate of what remains.
+   */
   observePrefill(endpointId: string, tokens: number, seconds: number): void {
-    if (tokens < MIN_TOKENS || !(seconds > 0)) return;
-    const rate = tokens / seconds;
+    if (!(seconds > 0) || tokens < 0) return;
+    if (tokens <= SMALL_TOKENS) {
+      const old = this.fixed.get(endpointId);
+      this.fixed.set(endpointId, old === undefined ? seconds : old + ALPHA * (seconds - old));
+      return;
+    }
+    const variable = seconds - (this.fixed.get(endpointId) ?? 0);
+    if (!(variable > 0)) return; // all fixed cost: says nothing about the rate
+    const rate = tokens / variable;
     const old = this.prefill.get(endpointId);
     this.prefill.set(endpointId, old === undefined ? rate : old + ALPHA * (rate - old));
+  }
+
+  /** Fixed time to first token on an endpoint (seconds), learned from short prompts. */
+  prefillFixed(endpointId: string, fallback: number): Rate {
+    const o = this.fixed.get(endpointId);
+    return o !== undefined ? { value: o, source: 'observed' } : { value: fallback, source: 'default' };
   }
 
   /** A split request's decode leg took `seconds` to its first byte while pulling `bytes` of KV. */
@@ -53,5 +72,6 @@ export class ObservedRates {
 
   forget(endpointId: string): void {
     this.prefill.delete(endpointId);
+    this.fixed.delete(endpointId);
   }
 }

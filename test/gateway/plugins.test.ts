@@ -182,6 +182,26 @@ test('cost-model decider: splits long prompts when the prefill engine is faster,
   assert.equal(dec.decide(req('x', { tokens: { count: 2000, exact: true } }), decode, { prefillPick: () => undefined }).disaggregate, false);
 });
 
+test('cost-model decider: a fixed cost per request, learned from short prompts, keeps tiny prompts local', () => {
+  const c = ctx();
+  const dec = make<Decider>('cost-model', { kvBytesPerToken: 131072, defaultTransferBytesPerSecond: 25e9, defaultLegOverheadMs: 2 }, c);
+  const decode = ep({ role: 'decode', inflightTokens: 100, metrics: { prefillTokensPerSecond: 40_000 } });
+  const prefill = ep({ role: 'prefill', metrics: { prefillTokensPerSecond: 40_000 } });
+  const tiny = () => dec.decide(req('x', { tokens: { count: 8, exact: true } }), decode, { prefillPick: () => prefill });
+  // nothing learned yet: the decode engine's queue makes the idle prefill engine look faster
+  assert.equal(tiny().disaggregate, true);
+  // a GPU step costs ~15 ms whatever the prompt: both engines have shown it on short prompts
+  for (const id of [prefill.id, decode.id]) for (let i = 0; i < 3; i++) c.rates.observePrefill(id, 8, 0.015);
+  const d = tiny();
+  assert.equal(d.disaggregate, false, d.reason);
+  assert.match(d.reason, /decode step 15\.00/);
+  // long prompts still split when the decode engine is busy, and the rate is learned net of the fixed cost
+  c.rates.observePrefill(prefill.id, 4096, 0.015 + 4096 / 20_000);
+  assert.match(c.rates.prefillRate(prefill.id, undefined, 1).value.toFixed(0), /^20000$/);
+  const busy = ep({ role: 'decode', inflightTokens: 8192, metrics: { prefillTokensPerSecond: 40_000 } });
+  assert.equal(dec.decide(req('x', { tokens: { count: 4096, exact: true } }), busy, { prefillPick: () => prefill }).disaggregate, true);
+});
+
 test('token-producer: estimate, engine ids with a cache, and fallback', async () => {
   let calls = 0;
   const c = ctx({ tokenizer: { tokenize: async () => (calls++, [1, 2, 3]), mayTokenize: () => true } });

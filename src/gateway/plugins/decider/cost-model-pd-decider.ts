@@ -1,11 +1,14 @@
 // cost-model-pd-decider (alias `cost-model`), tandem's own: predicts time to first token both ways
 // and picks the faster.
-//   TTFT_local = queue(D) + uncached(D) / rate(D)
-//   TTFT_split = queue(P) + uncached(P) / rate(P) + uncached(D) · kvBytesPerToken / transferRate + legOverhead
+//   TTFT_local = queue(D) + fixed(D) + uncached(D) / rate(D)
+//   TTFT_split = queue(P) + fixed(P) + uncached(P) / rate(P) + uncached(D) · kvBytesPerToken / transferRate
+//                + legOverhead + fixed(D)        (the decode engine still runs a step for the last token)
 //   queue(E)   = gateway-tracked in-flight uncached tokens on E / rate(E)
-// rate(E) is the EWMA of the gateway's own observations (prefill legs, local TTFTs), else the engine's
-// tandem:prefill_tokens_per_second gauge, else the configured default; likewise the transfer rate and
-// the leg overhead. Split only when it wins by more than minGainMs.
+// fixed(E) is what any request costs on E whatever its length (a GPU step, HTTP): learned from short
+// prompts, so a split pays it twice and never wins for a handful of tokens. rate(E) is the EWMA of
+// the gateway's own observations (prefill legs, local TTFTs, net of fixed(E)), else the engine's
+// tandem:prefill_tokens_per_second gauge, else the configured default; likewise the transfer rate.
+// Split only when it wins by more than minGainMs.
 import type { Decider, Endpoint, SchedulingRequest } from '../../types.ts';
 import type { PluginFactory } from '../context.ts';
 import { asParams, num, only, optStr } from '../params.ts';
@@ -33,8 +36,9 @@ function create(type: string): PluginFactory {
           const tokens = promptTokens(req);
           const predict = (ep: Endpoint) => {
             const rate = rates.prefillRate(ep.id, ep.metrics.prefillTokensPerSecond, defRate);
+            const fixed = rates.prefillFixed(ep.id, 0).value;
             const uncached = tokens - cachedTokens(req, ep, decider.producerName);
-            return { rate, uncached, queue: ep.inflightTokens / rate.value, compute: uncached / rate.value };
+            return { rate, uncached, fixed, queue: ep.inflightTokens / rate.value, compute: fixed + uncached / rate.value };
           };
           const local = predict(decode);
           const ttftLocal = local.queue + local.compute;
@@ -45,14 +49,14 @@ function create(type: string): PluginFactory {
           const transfer = rates.transferRate(defTransfer);
           const overhead = rates.legOverhead(defOverhead);
           const kv = (local.uncached * (decode.kvBytesPerToken ?? defKvBytes)) / transfer.value;
-          const ttftSplit = remote.queue + remote.compute + kv + overhead.value;
+          const ttftSplit = remote.queue + remote.compute + kv + overhead.value + local.fixed;
           const disaggregate = ttftSplit + minGain < ttftLocal;
           const r = (x: { value: number; source: string }) => `${Math.round(x.value)}tok/s ${x.source}`;
           return {
             disaggregate,
             reason:
               `cost-model: ${disaggregate ? 'split' : 'local'}; split ${ms(ttftSplit)}ms = queue ${ms(remote.queue)} + prefill ${ms(remote.compute)} (${remote.uncached} tok @${r(remote.rate)})` +
-              ` + kv ${ms(kv)} (${transfer.source}) + legs ${ms(overhead.value)}; local ${ms(ttftLocal)}ms = queue ${ms(local.queue)} + prefill ${ms(local.compute)} (${local.uncached} tok @${r(local.rate)})`,
+              ` + kv ${ms(kv)} (${transfer.source}) + legs ${ms(overhead.value)} + decode step ${ms(local.fixed)}; local ${ms(ttftLocal)}ms = queue ${ms(local.queue)} + prefill ${ms(local.compute)} (${local.uncached} tok @${r(local.rate)})`,
           };
         },
       };
