@@ -1,7 +1,8 @@
 // `tandem bench kv`: KV transfer throughput and latency between two processes on loopback, next to
 // raw TCP measured in the same run. A child process hosts a KvTransferServer over a 65 MiB f32 pool
-// and a plain TCP sender; this process pulls KV (frames, CRC, scatter into a local pool) and, in
-// alternation, fetches the same number of bytes over raw TCP into a pre-allocated buffer.
+// and a plain TCP sender; this process pulls KV (frames, checksums, into a local pool) and, in
+// alternation, fetches the same number of bytes over raw TCP into a pre-allocated buffer. Both pools
+// live in shared WebAssembly.Memory with PoolRef.memory set, as an engine's kernel memory does.
 
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -23,12 +24,14 @@ const MAX_BYTES = 64 * 1024 * 1024;
 const COMPAT: KvCompat = { architecture: 'llama', ...SHAPE, fingerprint: 'bench-kv' };
 const DEFAULT_SIZES = ['16KiB', '64KiB', '256KiB', '1MiB', '4MiB', '16MiB', '64MiB'];
 
+/** A warm pool in a shared WebAssembly.Memory, as an engine's kernel memory holds it. */
 function makePool(): PoolRef {
   const numBlocks = MAX_BYTES / TOKEN_BYTES / BLOCK_SIZE + 4;
-  const layout: KvPoolLayout = { base: 0, ...SHAPE, blockSize: BLOCK_SIZE, numBlocks, dtype: 'f32' };
-  const buffer = new SharedArrayBuffer(numBlocks * kvBlockBytes(layout));
-  new Uint8Array(buffer).fill(0x3c); // touches every page: the pool is warm, as an engine's would be
-  return { buffer, layout };
+  const layout: KvPoolLayout = { base: 65536, ...SHAPE, blockSize: BLOCK_SIZE, numBlocks, dtype: 'f32' };
+  const pages = Math.ceil((layout.base + numBlocks * kvBlockBytes(layout)) / 65536);
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  new Uint8Array(memory.buffer).fill(0x3c); // touches every page: the pool is warm, as an engine's would be
+  return { buffer: memory.buffer, layout, memory };
 }
 
 // ---- child: KV transfer server + raw TCP sender ------------------------------------------------
@@ -218,8 +221,8 @@ export async function main(argv: string[]): Promise<number> {
       `Measured by \`npm run bench:kv\` on ${new Date().toISOString().slice(0, 10)}: Node ${process.version}, ${os.cpus().length} × ${cpu}, loopback TCP,`,
       'two processes (a prefill-side KvTransferServer and this process pulling).',
       `KV shape: ${SHAPE.nLayers} layers × ${SHAPE.nKvHeads} KV heads × head dim ${SHAPE.headDim}, f32 → ${TOKEN_BYTES / 1024} KiB per token; blocks of ${BLOCK_SIZE} tokens,`,
-      'read from and scattered into warm pools (the destination block table is reversed, so every block is a separate copy).',
-      `Each KV pull is a full transfer: PULL, DATA frames (up to ${fmtBytes(frameBytes)} of KV each, CRC-32 checked), END. Raw TCP is the same byte count`,
+      'read from and landed in warm pools in shared WebAssembly.Memory, as in an engine (the destination block table is reversed, so every block is a separate region).',
+      `Each KV pull is a full transfer: PULL, DATA frames (up to ${fmtBytes(frameBytes)} of KV each, checksummed), END. Raw TCP is the same byte count`,
       'sent from a pre-filled buffer and read into a pre-allocated one, alternating with the KV pulls. Latency is one transfer,',
       'start to last byte, sequential; GB/s = payload / p50. Target: KV ≥ 0.6× raw TCP from 1 MiB up (⚠ marks a miss).',
       `Load average during the run: ${load0.map((x) => x.toFixed(1)).join(' / ')} at start, ${os.loadavg().map((x) => x.toFixed(1)).join(' / ')} at the end`,

@@ -60,9 +60,13 @@ function view(buf: ArrayBufferLike, byteOffset: number, dtype: KvDtype, length: 
 export interface PoolRef {
   buffer: ArrayBufferLike;
   layout: KvPoolLayout;
+  /** the WebAssembly.Memory whose buffer `buffer` is, if any: lets the KV connector checksum blocks in place */
+  memory?: WebAssembly.Memory;
 }
 
-/** Visit every contiguous run of token rows of [start, start+count): one per (layer, K/V, block).
+/** Visit every contiguous run of token rows of [start, start+count): one per (layer, K/V, block),
+ * except that runs contiguous on both sides are merged (a range that is exactly one block is one
+ * run: its layers follow each other in the pool as in token-major order).
  * `plane` is the token-major offset (in elements) of the run; `poolOffset` its byte offset in the pool. */
 function forEachRun(
   l: KvPoolLayout,
@@ -72,6 +76,10 @@ function forEachRun(
   visit: (plane: number, poolOffset: number, elements: number) => void,
 ): void {
   const kvDim = kvDimOf(l);
+  const elt = eltBytes(l.dtype);
+  let runPlane = 0;
+  let runOffset = -1;
+  let runElements = 0;
   for (let layer = 0; layer < l.nLayers; layer++) {
     for (let kv = 0; kv < 2; kv++) {
       const planeBase = (layer * 2 + kv) * count * kvDim;
@@ -81,11 +89,32 @@ function forEachRun(
         const run = Math.min(l.blockSize - t, start + count - p);
         const block = blockTable[Math.floor(p / l.blockSize)];
         if (block === undefined) throw new RangeError(`token ${p} has no block in the block table`);
-        visit(planeBase + (p - start) * kvDim, poolRowOffset(l, block, layer, kv, t), run * kvDim);
+        const plane = planeBase + (p - start) * kvDim;
+        const offset = poolRowOffset(l, block, layer, kv, t);
+        if (plane === runPlane + runElements && offset === runOffset + runElements * elt) runElements += run * kvDim;
+        else {
+          if (runElements) visit(runPlane, runOffset, runElements);
+          runPlane = plane;
+          runOffset = offset;
+          runElements = run * kvDim;
+        }
         p += run;
       }
     }
   }
+  if (runElements) visit(runPlane, runOffset, runElements);
+}
+
+/**
+ * Where the token-major bytes of tokens [start, start+count) live in the pool, in wire order: one
+ * `[byteOffset, bytes]` pair per contiguous run. A reader can land KV of the pool's own dtype
+ * straight there, with no intermediate buffer.
+ */
+export function poolRuns(pool: Pick<PoolRef, 'layout'>, blockTable: ArrayLike<number>, start: number, count: number): [number, number][] {
+  const elt = eltBytes(pool.layout.dtype);
+  const runs: [number, number][] = [];
+  forEachRun(pool.layout, blockTable, start, count, (_plane, offset, n) => runs.push([offset, n * elt]));
+  return runs;
 }
 
 /** Serialize tokens [start, start+count) of a sequence into token-major format in `dtype`. */

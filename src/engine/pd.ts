@@ -61,7 +61,7 @@ export class KvConnector implements ExternalKvSource {
       port: opts.port,
       engineId: engine.info.engineId,
       compat: this.compat,
-      pool: () => ({ buffer: i.memory.buffer, layout: i.pool }),
+      pool: () => ({ buffer: i.memory.buffer, layout: i.pool, memory: i.memory }),
       secret: opts.secret,
       registry: i.metrics.registry,
       onRelease: (rid) => this.releaseLease(rid),
@@ -167,7 +167,7 @@ export class KvConnector implements ExternalKvSource {
       remoteEngineId: r.remote.engineId,
       startToken: start,
       numTokens: start + count,
-      dest: { pool: () => ({ buffer: i.memory.buffer, layout: i.pool }), blockTable: seq.blocks.map((b) => b.id) },
+      dest: { pool: () => ({ buffer: i.memory.buffer, layout: i.pool, memory: i.memory }), blockTable: seq.blocks.map((b) => b.id) },
       simulated: i.profile !== undefined,
       registry: i.metrics.registry,
       signal: r.ctx.cancelled.signal, // stop the pull if the client goes away meanwhile
@@ -197,7 +197,8 @@ export class KvConnector implements ExternalKvSource {
   }
 
   private notNeeded(remote: RemotePrefill): void {
-    releaseKv({ host: remote.host, port: remote.port, requestId: remote.requestId, transferToken: remote.transferToken, compat: this.compat }).catch(
+    const simulated = this.engine.internals.profile !== undefined;
+    releaseKv({ host: remote.host, port: remote.port, requestId: remote.requestId, transferToken: remote.transferToken, compat: this.compat, simulated }).catch(
       () => undefined, // the lease expires on its own
     );
   }

@@ -8,11 +8,15 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
-import { scatterTokens, tokenMajorBytes, type PoolRef } from '../engine/kv-layout.ts';
+import type { KvDtype } from '../kernels/types.ts';
+import { poolRuns, scatterTokens, tokenMajorBytes, type PoolRef } from '../engine/kv-layout.ts';
+import { FrameChecksum } from './checksum.ts';
 import { isKvFailureReason, KvTransferError, type KvFailureReason } from './errors.ts';
 import { createKvMetrics, type KvMetrics } from './metrics.ts';
 import {
+  bool,
   compatMismatch,
+  DATA_FLAG_PAYLOADLESS,
   DATA_SUBHEADER_BYTES,
   DEFAULT_MAX_FRAME_BYTES,
   dtypeFromCode,
@@ -26,10 +30,12 @@ import {
   parseCompat,
   parseControl,
   PROTOCOL_VERSION,
+  SIMULATED_SUBHEADER_BYTES,
   str,
   WireError,
   type FrameHeader,
   type KvCompat,
+  type Landing,
 } from './wire.ts';
 
 export interface PullKvOptions {
@@ -48,8 +54,14 @@ export interface PullKvOptions {
   startToken: number;
   /** end of the range (exclusive): normally the prompt length, tandem_num_tokens */
   numTokens: number;
-  /** where the tokens go: token p into block blockTable[floor(p / blockSize)] of this pool */
-  dest: { pool: PoolRef | (() => PoolRef); blockTable: ArrayLike<number> };
+  /** where the tokens go: token p into block blockTable[floor(p / blockSize)] of this pool (ignored, and optional, when simulated) */
+  dest?: { pool: PoolRef | (() => PoolRef); blockTable: ArrayLike<number> };
+  /**
+   * This is a simulated engine: the prefill engine must be one too (its server has a
+   * simulatedLink); its DATA frames carry only sizes, nothing is written into a pool, and the
+   * declared bytes are counted as received. The handshake refuses a real/simulated mix.
+   */
+  simulated?: boolean;
   /** connect + handshake deadline (default 3 s) */
   connectTimeoutMs?: number;
   /** deadline for the transfer itself, PULL to END (default 60 s) */
@@ -62,7 +74,7 @@ export interface PullKvOptions {
 }
 
 export interface PullKvResult {
-  /** KV payload bytes received (token-major, in the sender's dtype) */
+  /** KV payload bytes received (token-major, in the sender's dtype); simulated: the bytes the frames declared */
   bytes: number;
   tokens: number;
   seconds: number;
@@ -75,6 +87,8 @@ export interface ReleaseKvOptions {
   transferToken: string;
   /** optional: lets the release share a pooled connection opened for pulls with this compat */
   compat?: KvCompat;
+  /** with compat: this engine is simulated (see PullKvOptions.simulated) */
+  simulated?: boolean;
   connectTimeoutMs?: number;
   transferTimeoutMs?: number;
   signal?: AbortSignal;
@@ -88,16 +102,23 @@ export interface KvTransferClientOptions {
 }
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
+/** A DATA frame lands in place only if its destination regions average at least this many bytes. */
+const MIN_LANDING_REGION = 16 * 1024;
 const DEFAULT_TRANSFER_TIMEOUT_MS = 60_000;
 
 interface ClientStream {
-  onFrame(h: FrameHeader, payload: Buffer): void;
+  onFrame(h: FrameHeader, payload: Buffer, landed: boolean): void;
   fail(err: KvTransferError): void;
+  /** place a large DATA frame's KV straight in the destination blocks (see FrameReader) */
+  land?(h: FrameHeader): Landing | null;
 }
 
 interface HelloOk {
   engineId: string;
   compat: KvCompat;
+  simulated: boolean;
+  /** the prefill engine's pool dtype: what its DATA frames carry */
+  kvDtype: KvDtype | undefined;
 }
 
 class ClientConnection {
@@ -111,12 +132,15 @@ class ClientConnection {
   users = 0;
   private nextStreamId = 1;
   private connected = false;
+  /** this connection's running checksums over destination pool memories (they span reads) */
+  private readonly poolChecksums = new Map<WebAssembly.Memory, FrameChecksum>();
   private settleReady!: { resolve: (h: HelloOk) => void; reject: (e: KvTransferError) => void };
 
   constructor(
     readonly host: string,
     readonly port: number,
     readonly compat: KvCompat | undefined,
+    readonly simulated: boolean,
     maxFrameBytes: number,
     connectTimeoutMs: number,
     private readonly onDead: (c: ClientConnection) => void,
@@ -125,8 +149,9 @@ class ClientConnection {
     this.ready.catch(() => {}); // observed by every user; never an unhandled rejection
     this.reader = new FrameReader(
       (t) => (t === FrameType.DATA ? maxFrameBytes : MAX_CONTROL_PAYLOAD),
-      (h, payload) => this.onFrame(h, payload),
+      (h, payload, landed) => this.onFrame(h, payload, landed),
       (err) => this.die(new KvTransferError(err.code, `from ${this.host}:${this.port}: ${err.message}`, err.field)),
+      (h) => (h.streamId !== 0 && this.hello ? (this.streams.get(h.streamId)?.land?.(h) ?? null) : null),
     );
     const timer = setTimeout(
       () => this.die(new KvTransferError('timeout', `no KV transfer handshake with ${host}:${port} within ${connectTimeoutMs} ms`)),
@@ -143,7 +168,7 @@ class ClientConnection {
     this.socket.on('connect', () => {
       this.connected = true;
       this.socket.setKeepAlive(true, 30_000);
-      const hello: Record<string, unknown> = { version: PROTOCOL_VERSION, maxFrameBytes };
+      const hello: Record<string, unknown> = { version: PROTOCOL_VERSION, maxFrameBytes, simulated };
       if (compat) hello['compat'] = compat;
       this.socket.write(encodeControl(FrameType.HELLO, 0, hello));
     });
@@ -191,7 +216,13 @@ class ClientConnection {
     this.socket.write(frame);
   }
 
-  private onFrame(h: FrameHeader, payload: Buffer): void {
+  checksumFor(memory: WebAssembly.Memory): FrameChecksum {
+    let c = this.poolChecksums.get(memory);
+    if (!c) this.poolChecksums.set(memory, (c = new FrameChecksum(memory)));
+    return c;
+  }
+
+  private onFrame(h: FrameHeader, payload: Buffer, landed: boolean): void {
     if (h.streamId === 0) {
       if (h.type === FrameType.HELLO_OK && !this.hello) return this.onHelloOk(payload);
       if (h.type === FrameType.ERROR) {
@@ -202,18 +233,22 @@ class ClientConnection {
     }
     if (!this.hello) throw new WireError('corrupt', `${frameTypeName(h.type)} frame before HELLO_OK`);
     // Frames of a stream we cancelled (timeout/abort) may still be in flight: drop them.
-    this.streams.get(h.streamId)?.onFrame(h, payload);
+    this.streams.get(h.streamId)?.onFrame(h, payload, landed);
   }
 
   private onHelloOk(payload: Buffer): void {
     const o = parseControl(payload, 'HELLO_OK');
     const version = int(o, 'version', 'HELLO_OK');
     if (version !== PROTOCOL_VERSION) throw new WireError('incompatible', `server speaks protocol version ${version}, this client ${PROTOCOL_VERSION}`, 'version');
-    const hello: HelloOk = { engineId: str(o, 'engineId', 'HELLO_OK'), compat: parseCompat(o['compat'], 'HELLO_OK') };
+    const kvDtype = o['kvDtype'] === 'f32' || o['kvDtype'] === 'f16' ? o['kvDtype'] : undefined;
+    const hello: HelloOk = { engineId: str(o, 'engineId', 'HELLO_OK'), compat: parseCompat(o['compat'], 'HELLO_OK'), simulated: bool(o, 'simulated', 'HELLO_OK'), kvDtype };
     // The server checked too; checking here as well guards against a server that skips it.
     const diff = this.compat && compatMismatch(this.compat, hello.compat);
     if (diff) {
       throw new WireError('incompatible', `incompatible KV: ${diff.field} is ${JSON.stringify(diff.remote)} on the prefill engine, ${JSON.stringify(diff.local)} here`, diff.field);
+    }
+    if (this.compat && hello.simulated !== this.simulated) {
+      throw new WireError('incompatible', `the prefill engine ${hello.simulated ? 'is simulated' : 'moves real KV'}, this engine ${this.simulated ? 'is simulated' : 'expects real KV'}`, 'simulated');
     }
     this.hello = hello;
     if (this.streams.size === 0) this.socket.unref();
@@ -276,7 +311,7 @@ export class KvTransferClient {
 
   private async pullOnce(o: PullKvOptions, t0: number): Promise<PullKvResult> {
     if (o.signal?.aborted) throw new KvTransferError('aborted', `pull of ${o.requestId} was aborted`);
-    const conn = await this.acquire(o.host, o.port, o.compat, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, o.signal);
+    const conn = await this.acquire(o.host, o.port, o.compat, o.simulated === true, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, o.signal);
     try {
       const hello = conn.hello!;
       if (o.remoteEngineId !== undefined && hello.engineId !== o.remoteEngineId) {
@@ -293,7 +328,9 @@ export class KvTransferClient {
 
   private stream(conn: ClientConnection, o: PullKvOptions, t0: number): Promise<PullKvResult> {
     const end = o.numTokens;
-    const layout = poolOf(o.dest.pool).layout;
+    const simulated = o.simulated === true;
+    const dest = simulated ? null : o.dest!;
+    const layout = dest && poolOf(dest.pool).layout;
     return new Promise<PullKvResult>((resolve, reject) => {
       if (conn.dead) return reject(new KvTransferError('unreachable', `the connection to ${o.host}:${o.port} was lost`));
       let next = o.startToken;
@@ -310,26 +347,68 @@ export class KvTransferClient {
       };
       const what = `pull of ${o.requestId} from ${o.host}:${o.port}`;
       const unguard = guard(o.transferTimeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS, o.signal, (err) => finish(err, true), what);
+      // KV in the destination's own dtype, into a pool whose wasm memory we know, lands in place:
+      // the kernel writes the blocks, the checksum reads them there, nothing is copied.
+      const senderDtype = conn.hello?.kvDtype;
+      let landedTokens = 0;
+      const land = (h: FrameHeader): Landing | null => {
+        if (!dest || senderDtype !== layout!.dtype) return null;
+        const pool = poolOf(dest.pool);
+        if (!pool.memory || pool.memory.buffer !== pool.buffer) return null;
+        const tokenBytes = tokenMajorBytes(pool.layout, 1, senderDtype);
+        const kv = h.length - DATA_SUBHEADER_BYTES;
+        // Anything unexpected takes the ordinary path, whose checks name the problem.
+        if (kv <= 0 || kv % tokenBytes !== 0 || next + kv / tokenBytes > end) return null;
+        const regions = poolRuns(pool, dest.blockTable, next, kv / tokenBytes);
+        // Each region is one read system call: many small ones cost more than the copy they save.
+        if (kv / regions.length < MIN_LANDING_REGION) return null;
+        landedTokens = kv / tokenBytes;
+        return { headBytes: DATA_SUBHEADER_BYTES, regions, checksum: conn.checksumFor(pool.memory) };
+      };
       id = conn.openStream({
         fail: (err) => finish(err),
-        onFrame: (h, payload) => {
+        land,
+        onFrame: (h, payload, landed) => {
           switch (h.type) {
             case FrameType.DATA: {
+              if (landed) {
+                // The KV is already in the blocks (checksum verified); the sub-header must agree with where it went.
+                const count = payload.readUInt32LE(4);
+                if (payload.readUInt32LE(0) !== next || count !== landedTokens || dtypeFromCode(payload[8]!) !== senderDtype || payload.readUInt32LE(8) >>> 8 !== 0) {
+                  throw new WireError('corrupt', `DATA sub-header (tokens ${payload.readUInt32LE(0)}+${count}) contradicts its frame (tokens ${next}+${landedTokens})`);
+                }
+                next += count;
+                bytes += h.length - DATA_SUBHEADER_BYTES;
+                o.onProgress?.(next);
+                return;
+              }
               if (payload.length < DATA_SUBHEADER_BYTES) throw new WireError('corrupt', 'DATA frame shorter than its sub-header');
               const first = payload.readUInt32LE(0);
               const count = payload.readUInt32LE(4);
-              const dtype = dtypeFromCode(payload[8]!);
-              if (!dtype || payload[9] !== 0 || payload[10] !== 0 || payload[11] !== 0) throw new WireError('corrupt', `DATA frame with bad dtype/reserved bytes`);
               if (first !== next || count === 0 || first + count > end) {
                 throw new WireError('corrupt', `DATA frame for tokens [${first}, ${first + count}) while expecting token ${next} of [${o.startToken}, ${end})`);
               }
-              const kvBytes = tokenMajorBytes(layout, count, dtype);
-              if (payload.length !== DATA_SUBHEADER_BYTES + kvBytes) {
-                throw new WireError('corrupt', `DATA frame of ${payload.length} bytes for ${count} ${dtype} tokens (expected ${DATA_SUBHEADER_BYTES + kvBytes})`);
+              const payloadless = payload[9] === DATA_FLAG_PAYLOADLESS;
+              if (payloadless !== simulated) throw new WireError('corrupt', simulated ? 'a DATA frame with KV on a simulated transfer' : 'a payload-less DATA frame on a real transfer');
+              if (simulated) {
+                // Sizes only: nothing lands in a pool (a simulated engine may not have one).
+                if (payload.length !== SIMULATED_SUBHEADER_BYTES || payload[8] !== 0 || payload[10] !== 0 || payload[11] !== 0) {
+                  throw new WireError('corrupt', `payload-less DATA frame of ${payload.length} bytes with bad dtype/reserved bytes`);
+                }
+                const declared = payload.readUInt32LE(12) + payload.readUInt32LE(16) * 2 ** 32;
+                if (!Number.isSafeInteger(declared)) throw new WireError('corrupt', 'payload-less DATA frame declares an impossible size');
+                bytes += declared;
+              } else {
+                const dtype = dtypeFromCode(payload[8]!);
+                if (!dtype || payload[9] !== 0 || payload[10] !== 0 || payload[11] !== 0) throw new WireError('corrupt', `DATA frame with bad dtype/reserved bytes`);
+                const kvBytes = tokenMajorBytes(layout!, count, dtype);
+                if (payload.length !== DATA_SUBHEADER_BYTES + kvBytes) {
+                  throw new WireError('corrupt', `DATA frame of ${payload.length} bytes for ${count} ${dtype} tokens (expected ${DATA_SUBHEADER_BYTES + kvBytes})`);
+                }
+                scatterTokens(poolOf(dest!.pool), dest!.blockTable, first, count, payload.subarray(DATA_SUBHEADER_BYTES), dtype);
+                bytes += kvBytes;
               }
-              scatterTokens(poolOf(o.dest.pool), o.dest.blockTable, first, count, payload.subarray(DATA_SUBHEADER_BYTES), dtype);
               next += count;
-              bytes += kvBytes;
               o.onProgress?.(next);
               return;
             }
@@ -362,7 +441,7 @@ export class KvTransferClient {
     if (o.signal?.aborted) throw new KvTransferError('aborted', `release of ${o.requestId} was aborted`);
     // Any established connection to the peer will do: a release reads no KV, so compat is moot.
     const existing = this.peers.get(peerKey(o.host, o.port))?.find((c) => c.hello && !c.dead);
-    const conn = existing ?? (await this.acquire(o.host, o.port, o.compat, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, o.signal));
+    const conn = existing ?? (await this.acquire(o.host, o.port, o.compat, o.simulated === true, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, o.signal));
     if (existing) existing.users++;
     try {
       await new Promise<void>((resolve, reject) => {
@@ -396,15 +475,15 @@ export class KvTransferClient {
   }
 
   /** A handshaken connection to host:port (pooled), reserved for one use: the caller decrements `users`. */
-  private async acquire(host: string, port: number, compat: KvCompat | undefined, connectTimeoutMs: number, signal?: AbortSignal): Promise<ClientConnection> {
+  private async acquire(host: string, port: number, compat: KvCompat | undefined, simulated: boolean, connectTimeoutMs: number, signal?: AbortSignal): Promise<ClientConnection> {
     const key = peerKey(host, port);
     const compatKey = compat ? JSON.stringify(compat) : '';
     const list = this.peers.get(key) ?? [];
     this.peers.set(key, list);
-    const candidates = list.filter((c) => !c.dead && (c.compat ? JSON.stringify(c.compat) : '') === compatKey);
+    const candidates = list.filter((c) => !c.dead && c.simulated === simulated && (c.compat ? JSON.stringify(c.compat) : '') === compatKey);
     let conn = candidates.reduce<ClientConnection | null>((best, c) => (!best || c.users < best.users ? c : best), null);
     if (!conn || (conn.users > 0 && candidates.length < this.maxConnectionsPerPeer)) {
-      conn = new ClientConnection(host, port, compat, this.maxFrameBytes, connectTimeoutMs, (dead) => {
+      conn = new ClientConnection(host, port, compat, simulated, this.maxFrameBytes, connectTimeoutMs, (dead) => {
         const l = this.peers.get(key);
         if (!l) return;
         const i = l.indexOf(dead);
@@ -456,6 +535,8 @@ function validatePull(o: PullKvOptions): void {
   if (!Number.isInteger(o.startToken) || !Number.isInteger(o.numTokens) || o.startToken < 0 || o.startToken > o.numTokens) {
     throw new RangeError(`pullKv: bad token range [${o.startToken}, ${o.numTokens})`);
   }
+  if (o.simulated === true) return; // nothing is written: no pool to check
+  if (!o.dest) throw new TypeError('pullKv: dest is required (unless simulated)');
   const l = poolOf(o.dest.pool).layout;
   if (l.nLayers !== o.compat.nLayers || l.nKvHeads !== o.compat.nKvHeads || l.headDim !== o.compat.headDim) {
     throw new TypeError(`pullKv: destination pool layout (${l.nLayers}×${l.nKvHeads}×${l.headDim}) does not match compat`);

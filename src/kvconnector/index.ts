@@ -1,8 +1,9 @@
 // The KV connector's transfer service: a prefill engine leases a finished prompt's KV blocks and
 // serves them over binary frames on TCP (KvTransferServer); a decode engine pulls them into its own
-// pool, converting block size and dtype (pullKv). See docs/kv-connector.md for the protocol.
+// pool, converting block size and dtype (pullKv). Simulated engines use the same service with
+// payload-less frames paced by a link model (simulatedLink / simulated). See docs/kv-connector.md.
 
-export { KvTransferServer, type KvTransferServerOptions, type LeaseOffer, type LeaseReleaseReason } from './server.ts';
+export { KvTransferServer, type KvTransferServerOptions, type LeaseOffer, type LeaseReleaseReason, type SimulatedLink } from './server.ts';
 export {
   KvTransferClient,
   pullKv,

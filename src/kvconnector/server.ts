@@ -8,16 +8,18 @@
 
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { crc32 } from 'node:zlib';
 import type { Registry } from 'prom-client';
 import type { KvDtype } from '../kernels/types.ts';
 import { eltBytes, gatherTokens, kvDimOf, poolRowOffset, tokenMajorBytes, type PoolRef } from '../engine/kv-layout.ts';
 import { FrameBufferPool } from './buffers.ts';
+import { anyChecksum, checksumIn, frameChecksum } from './checksum.ts';
 import type { KvFailureReason } from './errors.ts';
 import { createKvMetrics, type KvMetrics } from './metrics.ts';
 import { mintTransferToken, verifyTransferToken } from './token.ts';
 import {
+  bool,
   compatMismatch,
+  DATA_FLAG_PAYLOADLESS,
   DATA_SUBHEADER_BYTES,
   DTYPE_CODE,
   encodeControl,
@@ -31,6 +33,7 @@ import {
   parseCompat,
   parseControl,
   PROTOCOL_VERSION,
+  SIMULATED_SUBHEADER_BYTES,
   str,
   WireError,
   writeHeader,
@@ -47,8 +50,8 @@ export interface KvTransferServerOptions {
   port?: number;
   engineId: string;
   compat: KvCompat;
-  /** the engine's KV pool, looked up per frame (the wasm memory's buffer may be replaced when it grows) */
-  pool: () => PoolRef;
+  /** the engine's KV pool, looked up per frame (the wasm memory's buffer may be replaced when it grows); optional with simulatedLink */
+  pool?: () => PoolRef;
   /** --kv-secret: transfer tokens become HMACs bound to engine and request */
   secret?: string;
   /** registers the tandem:kv_* metrics here (shared with the engine: see createKvMetrics) */
@@ -58,11 +61,26 @@ export interface KvTransferServerOptions {
   log?: (level: 'info' | 'warn', message: string) => void;
   /** KV bytes per DATA frame (default 1 MiB): large enough to amortize per-frame costs, small enough to pipeline */
   frameBytes?: number;
-  /** DATA frames per stream queued in the socket before gathering more (default 2: double buffering) */
+  /** gathered DATA frames per stream queued in the socket before gathering more (default 2: double buffering); zero-copy frames queue up to 8 MiB */
   framesInFlight?: number;
   maxConnections?: number;
   /** a connection that has not said HELLO by then is dropped (default 10 s) */
   handshakeTimeoutMs?: number;
+  /**
+   * Simulated engines (no real KV): DATA frames carry no payload, only the size it would have
+   * (tokens × bytesPerToken), and leave paced by one shared link of this bandwidth, plus latencyMs
+   * once per transfer. Leases, tokens, handshake and errors are the real ones. Decode engines must
+   * pull with `simulated: true`; the handshake refuses a mix of real and simulated peers.
+   */
+  simulatedLink?: SimulatedLink;
+}
+
+export interface SimulatedLink {
+  /** KV bytes one token would occupy on the wire (2 · layers · KV heads · head dim · dtype bytes) */
+  bytesPerToken: number;
+  bandwidthBytesPerSec: number;
+  /** added once per transfer (first byte out → first byte in) */
+  latencyMs: number;
 }
 
 export interface LeaseOffer {
@@ -113,10 +131,21 @@ interface Conn {
 const MAX_STREAMS_PER_CONNECTION = 64;
 /** Smallest DATA frame worth cutting a transfer into. */
 const MIN_FRAME_BYTES = 256 * 1024;
+/**
+ * Zero-copy frames are views of the pool and cost no memory to queue, so a stream may queue this
+ * much: the sender then hands the kernel a whole transfer of up to this size without waking up
+ * per frame (each wake-up is a round trip through both event loops). The cap keeps one large
+ * transfer from queuing far ahead of the other streams on its connection.
+ */
+const ZERO_COPY_QUEUE_BYTES = 8 * 1024 * 1024;
+/** Blocks at least this big are sent one per frame: a whole block is one contiguous run of the pool. */
+const WHOLE_BLOCK_FRAME_BYTES = 128 * 1024;
 /** Below this many contiguous bytes per (block, layer, K|V) run, gather instead of writev. */
 const MIN_ZERO_COPY_RUN = 4096;
 /** Remember this many expired request ids, to answer 'lease-expired' rather than 'unknown-request'. */
 const EXPIRED_MEMORY = 4096;
+/** A simulated transfer is announced in at most this many DATA frames (progress granularity; each is one timer). */
+const SIMULATED_FRAMES = 4;
 
 export class KvTransferServer {
   private server: net.Server | null = null;
@@ -127,10 +156,15 @@ export class KvTransferServer {
   private readonly metrics: KvMetrics | null;
   private readonly frameBytes: number;
   private readonly framesInFlight: number;
+  private readonly link: SimulatedLink | null;
+  /** simulated link: when (performance.now() ms) the last scheduled byte has left */
+  private linkBusyUntil = 0;
   private boundPort = 0;
 
   constructor(private readonly opts: KvTransferServerOptions) {
     if (!opts.engineId) throw new TypeError('KvTransferServer: engineId is required');
+    this.link = opts.simulatedLink ? validateLink(opts.simulatedLink) : null;
+    if (!opts.pool && !this.link) throw new TypeError('KvTransferServer: pool is required (unless the link is simulated)');
     this.metrics = opts.registry ? createKvMetrics(opts.registry) : null;
     this.frameBytes = Math.max(4096, Math.min(opts.frameBytes ?? 1 << 20, MAX_DATA_PAYLOAD - DATA_SUBHEADER_BYTES));
     this.framesInFlight = Math.max(1, opts.framesInFlight ?? 2);
@@ -143,9 +177,9 @@ export class KvTransferServer {
   /** Listen; resolves with the bound port (the one to advertise as remote_port). */
   async start(): Promise<number> {
     if (this.server) throw new Error('KvTransferServer already started');
-    const l = this.opts.pool().layout;
+    const l = this.opts.pool?.().layout;
     const c = this.opts.compat;
-    if (l.nLayers !== c.nLayers || l.nKvHeads !== c.nKvHeads || l.headDim !== c.headDim) {
+    if (l && !this.link && (l.nLayers !== c.nLayers || l.nKvHeads !== c.nKvHeads || l.headDim !== c.headDim)) {
       throw new TypeError(`KvTransferServer: pool layout (${l.nLayers}×${l.nKvHeads}×${l.headDim}) does not match compat (${c.nLayers}×${c.nKvHeads}×${c.headDim})`);
     }
     const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
@@ -175,18 +209,20 @@ export class KvTransferServer {
 
   /** Hold a finished prefill's blocks for a decode engine; the token goes into kv_transfer_params. */
   offer(o: LeaseOffer): { transferToken: string } {
-    const layout = this.opts.pool().layout;
+    // A simulated engine may have no pool: then the block table is taken as given.
+    const layout = this.opts.pool?.().layout;
     if (typeof o.requestId !== 'string' || o.requestId.length === 0 || o.requestId.length > 512) {
       throw new TypeError('offer: requestId must be a non-empty string of at most 512 characters');
     }
     if (this.leases.has(o.requestId)) throw new Error(`offer: request ${o.requestId} already has a lease`);
     if (!Number.isInteger(o.numTokens) || o.numTokens < 0) throw new RangeError(`offer: numTokens must be a non-negative integer`);
     if (!(o.leaseMs > 0) || !Number.isFinite(o.leaseMs)) throw new RangeError('offer: leaseMs must be a positive number');
-    const needed = Math.ceil(o.numTokens / layout.blockSize);
+    const needed = layout ? Math.ceil(o.numTokens / layout.blockSize) : o.blockIds.length;
     if (o.blockIds.length < needed) throw new RangeError(`offer: ${o.numTokens} tokens need ${needed} blocks, got ${o.blockIds.length}`);
+    const numBlocks = layout?.numBlocks ?? 2 ** 31;
     const blockIds = Int32Array.from({ length: needed }, (_, i) => {
       const b = o.blockIds[i]!;
-      if (!Number.isInteger(b) || b < 0 || b >= layout.numBlocks) throw new RangeError(`offer: block id ${b} outside the pool (0..${layout.numBlocks - 1})`);
+      if (!Number.isInteger(b) || b < 0 || b >= numBlocks) throw new RangeError(`offer: block id ${b} outside the pool (0..${numBlocks - 1})`);
       return b;
     });
     const token = mintTransferToken(this.opts.engineId, o.requestId, this.opts.secret);
@@ -351,19 +387,23 @@ export class KvTransferServer {
     if (diff) {
       throw new WireError('incompatible', `incompatible KV: ${diff.field} is ${JSON.stringify(diff.local)} on the prefill engine, ${JSON.stringify(diff.remote)} on the decode engine`, diff.field);
     }
+    const simulated = bool(o, 'simulated', 'HELLO');
+    if (compat && simulated !== (this.link !== null)) {
+      throw new WireError('incompatible', `the ${this.link ? 'prefill engine simulates its KV transfers, the decode engine expects real KV' : 'prefill engine moves real KV, the decode engine is simulated'}`, 'simulated');
+    }
     conn.hello = true;
     conn.compatible = compat !== null;
     conn.maxFrameBytes = Math.min(maxFrameBytes, MAX_DATA_PAYLOAD);
     if (conn.handshakeTimer) clearTimeout(conn.handshakeTimer);
     conn.handshakeTimer = null;
-    const layout = this.opts.pool().layout;
+    const layout = this.opts.pool?.().layout;
     conn.socket.write(
       encodeControl(FrameType.HELLO_OK, 0, {
         version: PROTOCOL_VERSION,
         engineId: this.opts.engineId,
         compat: this.opts.compat,
-        blockSize: layout.blockSize,
-        kvDtype: layout.dtype,
+        simulated: this.link !== null,
+        ...(layout ? { blockSize: layout.blockSize, kvDtype: layout.dtype } : {}),
       }),
     );
   }
@@ -399,7 +439,7 @@ export class KvTransferServer {
     }
     conn.streams.set(stream.id, stream);
     lease.streams.add(stream);
-    this.serve(stream, lease, startToken, endToken).catch((err: Error) => {
+    (this.link ? this.serveSimulated(stream, lease, startToken, endToken, this.link) : this.serve(stream, lease, startToken, endToken)).catch((err: Error) => {
       this.log('warn', `pull of ${requestId} failed: ${err.message}`);
       this.sendError(conn, stream.id, 'corrupt', `prefill engine failed to read the KV: ${err.message}`);
     }).finally(() => {
@@ -413,7 +453,7 @@ export class KvTransferServer {
   private async serve(stream: ServeStream, lease: Lease, start: number, end: number): Promise<void> {
     const t0 = performance.now();
     const { socket } = stream.conn;
-    const layout = this.opts.pool().layout;
+    const layout = this.opts.pool!().layout;
     const tokenBytes = tokenMajorBytes(layout, 1, layout.dtype);
     const room = Math.min(this.frameBytes, stream.conn.maxFrameBytes - DATA_SUBHEADER_BYTES);
     if (tokenBytes > room) {
@@ -423,13 +463,21 @@ export class KvTransferServer {
     // Large transfers go in frameBytes frames; a transfer of a few frames is cut finer so that
     // sender and receiver work on different frames at the same time.
     const target = Math.min(room, Math.max(MIN_FRAME_BYTES, Math.ceil(((end - start) * tokenBytes) / 4)));
-    const chunkTokens = Math.max(1, Math.floor(target / tokenBytes));
+    let chunkTokens = Math.max(1, Math.floor(target / tokenBytes));
     // Send straight from the pool (writev of block rows) when rows come in runs long enough that
     // the kernel's copy beats gathering into a buffer first.
     const zeroCopy = layout.blockSize * kvDimOf(layout) * eltBytes(layout.dtype) >= MIN_ZERO_COPY_RUN;
+    // Frames end on block boundaries. A frame holding exactly one whole block is, in token-major
+    // order, that block's bytes as the pool stores them: one write and one checksum call instead
+    // of one per layer and K/V (the per-write cost in Node, not the bytes, dominated before).
+    const blockBytes = layout.blockSize * tokenBytes;
+    if (zeroCopy && blockBytes >= WHOLE_BLOCK_FRAME_BYTES && blockBytes <= room) chunkTokens = layout.blockSize;
+    else if (chunkTokens >= layout.blockSize) chunkTokens -= chunkTokens % layout.blockSize;
+    const aligned = chunkTokens % layout.blockSize === 0;
+    const inFlight = zeroCopy ? Math.max(this.framesInFlight, Math.floor(ZERO_COPY_QUEUE_BYTES / (chunkTokens * tokenBytes))) : this.framesInFlight;
     let bytes = 0;
     for (let p = start; p < end; ) {
-      while (stream.queued.size >= this.framesInFlight && !stream.cancelled && !lease.released) {
+      while (stream.queued.size >= inFlight && !stream.cancelled && !lease.released) {
         await new Promise<void>((resolve) => (stream.wake = resolve));
         stream.wake = null;
       }
@@ -438,7 +486,8 @@ export class KvTransferServer {
         this.sendError(stream.conn, stream.id, 'lease-expired', `the lease of request ${lease.requestId} ended during the transfer`);
         return;
       }
-      const n = Math.min(chunkTokens, end - p);
+      // A pull that starts mid-block (the decode side had a prefix) sends the block's rest first.
+      const n = Math.min(aligned ? chunkTokens - (p % layout.blockSize) : chunkTokens, end - p);
       const kvBytes = tokenMajorBytes(layout, n, layout.dtype);
       const frame = zeroCopy ? this.poolFrame(stream.id, lease, p, n, kvBytes) : this.gatheredFrame(stream.id, lease, p, n, kvBytes);
       let settled = false;
@@ -475,40 +524,115 @@ export class KvTransferServer {
     }
   }
 
+  /**
+   * Announce tokens [start, end) in payload-less DATA frames, each sent when its last byte would
+   * have arrived: the link carries one transfer at a time, so a transfer starts when the link is
+   * free, takes bytes / bandwidth, and arrives latencyMs later. Timers, no busy waiting.
+   */
+  private async serveSimulated(stream: ServeStream, lease: Lease, start: number, end: number, link: SimulatedLink): Promise<void> {
+    const t0 = performance.now();
+    const { socket } = stream.conn;
+    const tokens = end - start;
+    const msPerByte = 1000 / link.bandwidthBytesPerSec;
+    const begin = Math.max(t0, this.linkBusyUntil);
+    // The link is reserved for the whole transfer up front (a cancelled transfer keeps its slot).
+    this.linkBusyUntil = begin + tokens * link.bytesPerToken * msPerByte;
+    const frames = Math.min(SIMULATED_FRAMES, tokens);
+    let bytes = 0;
+    for (let k = 0, p = start; k < frames; k++) {
+      const n = Math.floor((tokens * (k + 1)) / frames) - (p - start);
+      const frameBytes = n * link.bytesPerToken;
+      await this.sleepUntil(stream, lease, begin + (bytes + frameBytes) * msPerByte + link.latencyMs);
+      if (stream.cancelled || stream.conn.closed) return;
+      if (lease.released) {
+        this.sendError(stream.conn, stream.id, 'lease-expired', `the lease of request ${lease.requestId} ended during the transfer`);
+        return;
+      }
+      const frame = Buffer.alloc(HEADER_BYTES + SIMULATED_SUBHEADER_BYTES);
+      frame.writeUInt32LE(p, HEADER_BYTES);
+      frame.writeUInt32LE(n, HEADER_BYTES + 4);
+      frame[HEADER_BYTES + 9] = DATA_FLAG_PAYLOADLESS; // dtype byte 8 stays 0: there is no data
+      frame.writeUInt32LE(frameBytes % 2 ** 32, HEADER_BYTES + 12);
+      frame.writeUInt32LE(Math.floor(frameBytes / 2 ** 32), HEADER_BYTES + 16);
+      writeHeader(frame, FrameType.DATA, stream.id, SIMULATED_SUBHEADER_BYTES, frameChecksum(frame.subarray(HEADER_BYTES)));
+      bytes += frameBytes;
+      p += n;
+      socket.cork();
+      socket.write(frame);
+      if (p === end) socket.write(encodeControl(FrameType.END, stream.id, { tokens, bytes }));
+      socket.uncork();
+    }
+    if (stream.cancelled || stream.conn.closed) return;
+    if (tokens === 0) socket.write(encodeControl(FrameType.END, stream.id, { tokens: 0, bytes: 0 }));
+    lease.pulled = true;
+    if (this.metrics) {
+      this.metrics.bytes.inc({ direction: 'send' }, bytes);
+      this.metrics.tokens.inc({ direction: 'send' }, tokens);
+      this.metrics.seconds.observe({ direction: 'send' }, (performance.now() - t0) / 1000);
+    }
+  }
+
+  /** Wait until `at` (performance.now() ms), or less if the stream is cancelled or the lease ends. */
+  private async sleepUntil(stream: ServeStream, lease: Lease, at: number): Promise<void> {
+    for (let ms = at - performance.now(); ms > 0 && !stream.cancelled && !stream.conn.closed && !lease.released; ms = at - performance.now()) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.ceil(ms));
+        stream.wake = () => (clearTimeout(timer), resolve());
+      });
+      stream.wake = null;
+    }
+  }
+
   /** A DATA frame as a header plus views of the pool's rows, in token-major order: no copy. */
   private poolFrame(streamId: number, lease: Lease, first: number, count: number, kvBytes: number): { chunks: Buffer[]; done: () => void } {
-    const pool = this.opts.pool();
+    const pool = this.opts.pool!();
     const l = pool.layout;
     const rowBytes = kvDimOf(l) * eltBytes(l.dtype);
     const head = Buffer.allocUnsafe(HEADER_BYTES + DATA_SUBHEADER_BYTES);
     writeSubheader(head, first, count, l.dtype);
-    let crc = crc32(head.subarray(HEADER_BYTES));
+    // In the engine the pool lies in its WebAssembly.Memory: the checksum reads the blocks in place.
+    const ck = (pool.memory && pool.memory.buffer === pool.buffer ? checksumIn(pool.memory) : anyChecksum()).begin();
+    ck.update(head.subarray(HEADER_BYTES));
     const chunks: Buffer[] = [head];
+    // Runs that continue where the previous one ended (a whole block's layers) become one view.
+    let runAt = -1;
+    let runBytes = 0;
+    const flush = () => {
+      if (runBytes === 0) return;
+      const view = Buffer.from(pool.buffer, runAt, runBytes);
+      ck.update(view);
+      chunks.push(view);
+    };
     for (let layer = 0; layer < l.nLayers; layer++) {
       for (let kv = 0; kv < 2; kv++) {
         for (let p = first; p < first + count; ) {
           const t = p % l.blockSize;
           const run = Math.min(l.blockSize - t, first + count - p);
-          const view = Buffer.from(pool.buffer, poolRowOffset(l, lease.blockIds[Math.floor(p / l.blockSize)]!, layer, kv, t), run * rowBytes);
-          crc = crc32(view, crc);
-          chunks.push(view);
+          const at = poolRowOffset(l, lease.blockIds[Math.floor(p / l.blockSize)]!, layer, kv, t);
+          if (at === runAt + runBytes) runBytes += run * rowBytes;
+          else {
+            flush();
+            runAt = at;
+            runBytes = run * rowBytes;
+          }
           p += run;
         }
       }
     }
-    writeHeader(head, FrameType.DATA, streamId, DATA_SUBHEADER_BYTES + kvBytes, crc);
+    flush();
+    writeHeader(head, FrameType.DATA, streamId, DATA_SUBHEADER_BYTES + kvBytes, ck.end());
     return { chunks, done: () => {} };
   }
 
   /** A DATA frame gathered into one pooled buffer (pools with short rows: many tiny writes would cost more). */
   private gatheredFrame(streamId: number, lease: Lease, first: number, count: number, kvBytes: number): { chunks: Buffer[]; done: () => void } {
-    const pool = this.opts.pool();
+    const pool = this.opts.pool!();
     const payloadBytes = DATA_SUBHEADER_BYTES + kvBytes;
     const buf = this.buffers.acquire(HEADER_BYTES + payloadBytes);
     const kvAt = HEADER_BYTES + DATA_SUBHEADER_BYTES;
     gatherTokens(pool, lease.blockIds, first, count, pool.layout.dtype, buf.subarray(kvAt, kvAt + kvBytes));
     writeSubheader(buf, first, count, pool.layout.dtype);
-    writeHeader(buf, FrameType.DATA, streamId, payloadBytes, crc32(buf.subarray(HEADER_BYTES, HEADER_BYTES + payloadBytes)));
+    writeHeader(buf, FrameType.DATA, streamId, payloadBytes, frameChecksum(buf.subarray(HEADER_BYTES, HEADER_BYTES + payloadBytes)));
     return { chunks: [buf.subarray(0, HEADER_BYTES + payloadBytes)], done: () => this.buffers.release(buf) };
   }
 
@@ -521,6 +645,15 @@ function writeSubheader(frame: Buffer, first: number, count: number, dtype: KvDt
   frame.writeUInt32LE(first, HEADER_BYTES);
   frame.writeUInt32LE(count, HEADER_BYTES + 4);
   frame.writeUInt32LE(DTYPE_CODE[dtype], HEADER_BYTES + 8); // u8 dtype + 3 zero bytes
+}
+
+function validateLink(l: SimulatedLink): SimulatedLink {
+  if (!Number.isInteger(l.bytesPerToken) || l.bytesPerToken <= 0) throw new RangeError(`simulatedLink.bytesPerToken must be a positive integer, got ${l.bytesPerToken}`);
+  if (!(l.bandwidthBytesPerSec > 0) || !Number.isFinite(l.bandwidthBytesPerSec)) {
+    throw new RangeError(`simulatedLink.bandwidthBytesPerSec must be a positive number, got ${l.bandwidthBytesPerSec}`);
+  }
+  if (!(l.latencyMs >= 0) || !Number.isFinite(l.latencyMs)) throw new RangeError(`simulatedLink.latencyMs must be a non-negative number, got ${l.latencyMs}`);
+  return { ...l };
 }
 
 function errorText(code: KvFailureReason, requestId: string): string {

@@ -2,11 +2,11 @@
 //
 // Every frame is a 16-byte header followed by the payload (all integers little-endian):
 //   0  u8[2] magic "TK"
-//   2  u8    protocol version (1)
+//   2  u8    protocol version (2)
 //   3  u8    frame type
 //   4  u32   stream id (0 = the connection itself; otherwise one pull/release, chosen by the client)
 //   8  u32   payload length
-//   12 u32   CRC-32 (zlib polynomial) of the payload
+//   12 u32   checksum of the payload (checksum.ts: 4-stream Fletcher-4 folded to 32 bits)
 // Control payloads (HELLO, PULL, END, RELEASE, ERROR, ...) are small UTF-8 JSON objects, validated
 // field by field. DATA payloads are binary: a 12-byte sub-header (u32 first token, u32 token count,
 // u8 dtype, 3 zero bytes) followed by the KV of those tokens in token-major format
@@ -14,15 +14,22 @@
 // in the sender's frame buffer, so gatherTokens writes straight into it.
 //
 // The reader lands large payloads straight in one reusable, pre-faulted buffer (net's `onread`
-// hook hands the kernel the exact region to fill), so a 1 MiB DATA frame costs one copy out of the
-// kernel, one CRC pass and one scatter into the pool; small frames are batched through a scratch.
+// hook hands the kernel the exact region to fill) and checksums each read as it lands, while the
+// rest of the frame is still in flight; so a 1 MiB DATA frame costs one copy out of the kernel, a
+// checksum pass over cache-hot bytes and one scatter into the pool. Small frames are batched
+// through a scratch. Both live in a private WebAssembly.Memory, which the checksum reads in place.
 
-import { crc32 } from 'node:zlib';
 import type { KvDtype } from '../kernels/types.ts';
+import { FrameChecksum, frameChecksum } from './checksum.ts';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: the frame checksum became checksum.ts's Fletcher-4 (version 1 used CRC-32). */
+export const PROTOCOL_VERSION = 2;
 export const HEADER_BYTES = 16;
 export const DATA_SUBHEADER_BYTES = 12;
+/** DATA sub-header byte 9: the frame carries no KV, only its size (simulated engines). */
+export const DATA_FLAG_PAYLOADLESS = 1;
+/** A payload-less DATA frame: the sub-header, then u32 lo, u32 hi of the KV bytes it stands for. */
+export const SIMULATED_SUBHEADER_BYTES = DATA_SUBHEADER_BYTES + 8;
 const MAGIC_0 = 0x54; // 'T'
 const MAGIC_1 = 0x4b; // 'K'
 
@@ -68,10 +75,11 @@ export interface FrameHeader {
   type: FrameType;
   streamId: number;
   length: number;
-  crc: number;
+  /** the payload's checksum as the header declares it */
+  checksum: number;
 }
 
-export function writeHeader(buf: Uint8Array, type: FrameType, streamId: number, length: number, crc: number): void {
+export function writeHeader(buf: Uint8Array, type: FrameType, streamId: number, length: number, checksum: number): void {
   const dv = new DataView(buf.buffer, buf.byteOffset, HEADER_BYTES);
   dv.setUint8(0, MAGIC_0);
   dv.setUint8(1, MAGIC_1);
@@ -79,7 +87,7 @@ export function writeHeader(buf: Uint8Array, type: FrameType, streamId: number, 
   dv.setUint8(3, type);
   dv.setUint32(4, streamId, true);
   dv.setUint32(8, length, true);
-  dv.setUint32(12, crc, true);
+  dv.setUint32(12, checksum, true);
 }
 
 export function readHeader(buf: Uint8Array, offset: number, maxPayload: (type: FrameType) => number): FrameHeader {
@@ -94,14 +102,14 @@ export function readHeader(buf: Uint8Array, offset: number, maxPayload: (type: F
   const length = dv.getUint32(8, true);
   const limit = maxPayload(type as FrameType);
   if (length > limit) throw new WireError('corrupt', `${frameTypeName(type)} frame of ${length} bytes exceeds the limit of ${limit}`);
-  return { type: type as FrameType, streamId: dv.getUint32(4, true), length, crc: dv.getUint32(12, true) };
+  return { type: type as FrameType, streamId: dv.getUint32(4, true), length, checksum: dv.getUint32(12, true) };
 }
 
 /** One control frame (header + JSON payload) in a fresh buffer: these are small and rare. */
 export function encodeControl(type: FrameType, streamId: number, body?: object): Buffer {
   const payload = body === undefined ? Buffer.alloc(0) : Buffer.from(JSON.stringify(body), 'utf8');
   const frame = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
-  writeHeader(frame, type, streamId, payload.length, crc32(payload));
+  writeHeader(frame, type, streamId, payload.length, frameChecksum(payload));
   payload.copy(frame, HEADER_BYTES);
   return frame;
 }
@@ -119,6 +127,20 @@ export function prefaulted(bytes: number): Buffer {
 
 const SCRATCH_BYTES = 64 * 1024;
 const MIN_READ_ROOM = 8 * 1024;
+const WASM_PAGE = 64 * 1024;
+/** Large payloads land here in the reader's memory, after the scratch. */
+const BIG_AT = SCRATCH_BYTES;
+
+/**
+ * Where a large DATA frame's payload goes instead of the reader's buffer: its first `headBytes`
+ * (the sub-header) into a small buffer, the rest, in order, into `regions` of `checksum.memory`
+ * (the destination KV blocks). `checksum` must be this reader's alone: it runs across reads.
+ */
+export interface Landing {
+  headBytes: number;
+  regions: [offset: number, bytes: number][];
+  checksum: FrameChecksum;
+}
 
 /**
  * Reassembles frames from a byte stream. Feed it either through net's `onread`
@@ -127,7 +149,9 @@ const MIN_READ_ROOM = 8 * 1024;
  * it returns (the buffer is reused for the next frame). After the first error the reader is dead.
  */
 export class FrameReader {
-  private scratch = prefaulted(SCRATCH_BYTES);
+  private readonly memory = new WebAssembly.Memory({ initial: SCRATCH_BYTES / WASM_PAGE });
+  private readonly checksum = new FrameChecksum(this.memory);
+  private scratch = Buffer.from(this.memory.buffer, 0, SCRATCH_BYTES).fill(0);
   private start = 0;
   private end = 0;
   private big: Buffer | null = null;
@@ -135,16 +159,30 @@ export class FrameReader {
   private bigFilled = 0;
   private failed = false;
   private readonly sink = Buffer.allocUnsafe(4096);
+  /**
+   * This connection carries large frames: read each header on its own, so that a large payload
+   * goes where it belongs from its first byte instead of partly through the scratch (copying into
+   * a SharedArrayBuffer pool is a slow relaxed memmove; one more read per frame is not).
+   */
+  private headerFirst = false;
+  /** a DATA frame being landed in place: its segments (sub-header, then regions) and progress */
+  private landing: { h: FrameHeader; head: Buffer; segments: Buffer[]; at: number[]; seg: number; filled: number; got: number; ck: FrameChecksum } | null = null;
 
+  /**
+   * @param land asked for every DATA frame too large for the scratch, before any of its payload is
+   *   read; returning a Landing makes the payload land in place, and onFrame then gets only the
+   *   sub-header (with `landed` true). The checksum is still verified before onFrame.
+   */
   constructor(
     private readonly maxPayload: (type: FrameType) => number,
-    private readonly onFrame: (h: FrameHeader, payload: Buffer) => void,
+    private readonly onFrame: (h: FrameHeader, payload: Buffer, landed: boolean) => void,
     private readonly onError: (err: WireError) => void,
+    private readonly land?: (h: FrameHeader) => Landing | null,
   ) {}
 
   /** Bytes of an incomplete frame are buffered (an EOF now means a truncated frame). */
   get midFrame(): boolean {
-    return !this.failed && (this.bigHeader !== null || this.end > this.start);
+    return !this.failed && (this.bigHeader !== null || this.landing !== null || this.end > this.start);
   }
 
   get dead(): boolean {
@@ -154,24 +192,29 @@ export class FrameReader {
   /** Where the next read should land. */
   readTarget(): Buffer {
     if (this.failed) return this.sink;
+    if (this.landing) return this.landing.segments[this.landing.seg]!.subarray(this.landing.filled);
     if (this.bigHeader) return this.big!.subarray(this.bigFilled, this.bigHeader.length);
     if (this.scratch.length - this.end < MIN_READ_ROOM && this.start > 0) {
       this.scratch.copy(this.scratch, 0, this.start, this.end);
       this.end -= this.start;
       this.start = 0;
     }
+    if (this.headerFirst && this.end - this.start < HEADER_BYTES) return this.scratch.subarray(this.end, this.start + HEADER_BYTES);
     return this.scratch.subarray(this.end);
   }
 
   /** `n` bytes were written at the start of the last readTarget(). */
   commit(n: number): void {
     if (this.failed || n <= 0) return;
+    if (this.landing) return this.landed(n);
     if (this.bigHeader) {
+      // Checksum what just landed while it is in cache and the rest of the frame is on its way.
+      this.checksum.updateAt(BIG_AT + this.bigFilled, n);
       this.bigFilled += n;
       if (this.bigFilled === this.bigHeader.length) {
         const h = this.bigHeader;
         this.bigHeader = null;
-        this.deliver(h, this.big!.subarray(0, h.length));
+        this.deliver(h, this.big!.subarray(0, h.length), this.checksum.end());
       }
       return;
     }
@@ -202,6 +245,7 @@ export class FrameReader {
         return;
       }
       const have = avail - HEADER_BYTES;
+      if (HEADER_BYTES + h.length > this.scratch.length) this.headerFirst = true;
       if (have >= h.length) {
         let at = this.start + HEADER_BYTES;
         this.start = at + h.length;
@@ -212,28 +256,89 @@ export class FrameReader {
           this.scratch.copyWithin(at - skew, at, at + h.length);
           at -= skew;
         }
-        this.deliver(h, this.scratch.subarray(at, at + h.length));
+        this.deliver(h, this.scratch.subarray(at, at + h.length), this.checksum.begin().updateAt(at, h.length).end());
         continue;
       }
       if (HEADER_BYTES + h.length <= this.scratch.length) break; // small frame: wait for the rest
+      let landing: Landing | null = null;
+      try {
+        landing = h.type === FrameType.DATA && this.land ? this.land(h) : null;
+      } catch (err) {
+        this.fail(new WireError('corrupt', `cannot place a DATA frame of ${h.length} bytes: ${(err as Error).message}`));
+        return;
+      }
+      if (landing) {
+        this.startLanding(h, landing);
+        return;
+      }
       // Large frame: move what we have into the payload buffer; later reads land there directly.
-      if (!this.big || this.big.length < h.length) this.big = prefaulted(Math.max(h.length, (this.big?.length ?? 0) * 2));
-      this.scratch.copy(this.big, 0, this.start + HEADER_BYTES, this.end);
+      this.ensureBig(h.length);
+      this.scratch.copy(this.big!, 0, this.start + HEADER_BYTES, this.end);
       this.bigFilled = have;
       this.bigHeader = h;
+      this.checksum.begin().updateAt(BIG_AT, have);
       this.start = this.end = 0;
       return;
     }
     if (this.start === this.end) this.start = this.end = 0;
   }
 
-  private deliver(h: FrameHeader, payload: Buffer): void {
-    if (crc32(payload) !== h.crc) {
-      this.fail(new WireError('corrupt', `CRC mismatch on a ${frameTypeName(h.type)} frame of ${h.length} bytes (stream ${h.streamId})`));
+  private startLanding(h: FrameHeader, l: Landing): void {
+    const head = Buffer.alloc(l.headBytes);
+    const mem = l.checksum.memory.buffer;
+    const segments = [head, ...l.regions.map(([offset, bytes]) => Buffer.from(mem, offset, bytes))];
+    const total = segments.reduce((n, b) => n + b.length, 0);
+    if (total !== h.length) throw new Error(`Landing of ${total} bytes for a ${h.length}-byte payload`);
+    this.landing = { h, head, segments, at: [-1, ...l.regions.map(([offset]) => offset)], seg: 0, filled: 0, got: 0, ck: l.checksum.begin() };
+    // What already arrived with the header goes where later reads will.
+    let from = this.start + HEADER_BYTES;
+    this.start = this.end;
+    while (from < this.end && this.landing) {
+      const target = this.readTarget();
+      const n = Math.min(target.length, this.end - from);
+      this.scratch.copy(target, 0, from, from + n);
+      from += n;
+      this.landed(n);
+    }
+    this.start = this.end = 0;
+  }
+
+  private landed(n: number): void {
+    const l = this.landing!;
+    const seg = l.segments[l.seg]!;
+    // The sub-header is fed from JS; the regions are checksummed in place in the pool's memory.
+    if (l.seg === 0) l.ck.update(seg.subarray(l.filled, l.filled + n));
+    else l.ck.updateAt(l.at[l.seg]! + l.filled, n);
+    l.filled += n;
+    l.got += n;
+    if (l.filled === seg.length) {
+      l.seg++;
+      l.filled = 0;
+    }
+    if (l.got === l.h.length) {
+      this.landing = null;
+      this.deliver(l.h, l.head, l.ck.end(), true);
+    }
+  }
+
+  private ensureBig(bytes: number): void {
+    if (this.big && this.big.length >= bytes) return;
+    const want = Math.max(bytes, (this.big?.length ?? 0) * 2);
+    const have = this.memory.buffer.byteLength;
+    if (BIG_AT + want > have) this.memory.grow(Math.ceil((BIG_AT + want - have) / WASM_PAGE));
+    // grow() detached the old views; the bytes stay where they were.
+    this.scratch = Buffer.from(this.memory.buffer, 0, SCRATCH_BYTES);
+    this.big = Buffer.from(this.memory.buffer, BIG_AT, this.memory.buffer.byteLength - BIG_AT);
+    this.big.fill(0, have - BIG_AT > 0 ? have - BIG_AT : 0); // touch new pages now, not during the transfer
+  }
+
+  private deliver(h: FrameHeader, payload: Buffer, checksum: number, landed = false): void {
+    if (checksum !== h.checksum) {
+      this.fail(new WireError('corrupt', `checksum mismatch on a ${frameTypeName(h.type)} frame of ${h.length} bytes (stream ${h.streamId})`));
       return;
     }
     try {
-      this.onFrame(h, payload);
+      this.onFrame(h, payload, landed);
     } catch (err) {
       this.fail(err instanceof WireError ? err : new WireError('corrupt', `bad ${frameTypeName(h.type)} frame: ${(err as Error).message}`));
     }
@@ -243,6 +348,7 @@ export class FrameReader {
     if (this.failed) return;
     this.failed = true;
     this.big = null;
+    this.landing = null;
     this.onError(err);
   }
 }
@@ -266,6 +372,13 @@ export function str(o: Record<string, unknown>, key: string, what: string, maxLe
     throw new WireError('corrupt', `${what}: '${key}' must be a non-empty string of at most ${maxLength} characters`);
   }
   return v;
+}
+
+/** An optional boolean field (absent = false). */
+export function bool(o: Record<string, unknown>, key: string, what: string): boolean {
+  const v = o[key];
+  if (v !== undefined && typeof v !== 'boolean') throw new WireError('corrupt', `${what}: '${key}' must be a boolean`);
+  return v === true;
 }
 
 export function int(o: Record<string, unknown>, key: string, what: string, min = 0, max = 0xffffffff): number {

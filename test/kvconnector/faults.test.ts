@@ -4,10 +4,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { crc32 } from 'node:zlib';
 import { gatherTokens } from '../../src/engine/kv-layout.ts';
 import { KvTransferClient, KvTransferError, type PullKvOptions } from '../../src/kvconnector/index.ts';
-import { encodeControl, FrameReader, FrameType, HEADER_BYTES, parseControl, writeHeader, type FrameHeader } from '../../src/kvconnector/wire.ts';
+import { encodeControl, FrameReader, FrameType, HEADER_BYTES, parseControl, PROTOCOL_VERSION, writeHeader, type FrameHeader } from '../../src/kvconnector/wire.ts';
+import { frameChecksum } from '../../src/kvconnector/checksum.ts';
 import { compatOf, makePool, scatteredBlocks, ServerProcess, type ServerConfig } from './helpers.ts';
 
 const HOST = '127.0.0.1';
@@ -56,7 +56,7 @@ async function goodPull(id: string): Promise<void> {
   const o = opts(S.port, id, transferToken, 70);
   await client.pull(o);
   const src = gatherTokens(makePool(S_CFG, S_CFG.seed), blockIds, 0, 70, 'f32');
-  const got = gatherTokens(o.dest.pool as ReturnType<typeof makePool>, o.dest.blockTable, 0, 70, 'f32');
+  const got = gatherTokens(o.dest!.pool as ReturnType<typeof makePool>, o.dest!.blockTable, 0, 70, 'f32');
   assert.ok(Buffer.from(src).equals(Buffer.from(got)));
 }
 
@@ -76,7 +76,7 @@ async function raw(port: number) {
   return { sock, frames, closed };
 }
 
-const hello = () => encodeControl(FrameType.HELLO, 0, { version: 1, compat: compatOf(), maxFrameBytes: 1 << 20 });
+const hello = () => encodeControl(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, compat: compatOf(), maxFrameBytes: 1 << 20 });
 
 test('garbage from a client gets an ERROR frame and is dropped; the server keeps serving', async () => {
   const r = await raw(S.port);
@@ -88,16 +88,16 @@ test('garbage from a client gets an ERROR frame and is dropped; the server keeps
   await goodPull('after-garbage');
 });
 
-test('a frame with a bad CRC is refused and the connection dropped', async () => {
+test('a frame with a bad checksum is refused and the connection dropped', async () => {
   const { transferToken } = await S.offer('crc', 20);
   const r = await raw(S.port);
   const pull = encodeControl(FrameType.PULL, 1, { requestId: 'crc', transferToken, startToken: 0, endToken: 20 });
-  pull[HEADER_BYTES + 3]! ^= 0x20; // flip one payload bit, keep the header's CRC
+  pull[HEADER_BYTES + 3]! ^= 0x20; // flip one payload bit, keep the header's checksum
   r.sock.write(Buffer.concat([hello(), pull]));
   await r.closed;
   assert.deepEqual(r.frames.map((f) => f.h.type), [FrameType.HELLO_OK, FrameType.ERROR]);
   assert.equal(r.frames[1]!.body!['code'], 'corrupt');
-  assert.match(String(r.frames[1]!.body!['message']), /CRC/);
+  assert.match(String(r.frames[1]!.body!['message']), /checksum mismatch/);
   assert.ok(!r.frames.some((f) => f.h.type === FrameType.DATA), 'no data on a corrupt request');
   await goodPull('after-crc'); // and the lease 'crc' is still there for an honest pull:
   await client.pull(opts(S.port, 'crc', transferToken, 20));
@@ -142,7 +142,7 @@ async function fakeServer(onPull: Behaviour, silent = false) {
       () => 1 << 16,
       (h) => {
         if (h.type === FrameType.HELLO && !silent) {
-          sock.write(encodeControl(FrameType.HELLO_OK, 0, { version: 1, engineId: 'fake', compat: compatOf(), blockSize: 16, kvDtype: 'f32' }));
+          sock.write(encodeControl(FrameType.HELLO_OK, 0, { version: PROTOCOL_VERSION, engineId: 'fake', compat: compatOf(), blockSize: 16, kvDtype: 'f32' }));
         } else if (h.type === FrameType.PULL) onPull(sock, h.streamId);
       },
       () => sock.destroy(),
@@ -162,19 +162,19 @@ function dataFrame(streamId: number, first: number, count: number): Buffer {
   frame.writeUInt32LE(first, HEADER_BYTES);
   frame.writeUInt32LE(count, HEADER_BYTES + 4);
   frame[HEADER_BYTES + 8] = 1;
-  writeHeader(frame, FrameType.DATA, streamId, 12 + kv, crc32(frame.subarray(HEADER_BYTES)));
+  writeHeader(frame, FrameType.DATA, streamId, 12 + kv, frameChecksum(frame.subarray(HEADER_BYTES)));
   return frame;
 }
 
 const misbehaviours: [string, Behaviour, RegExp][] = [
   [
-    'a DATA frame with a bad CRC',
+    'a DATA frame with a bad checksum',
     (sock, id) => {
       const f = dataFrame(id, 0, 4);
       f[f.length - 1]! ^= 1;
       sock.write(f);
     },
-    /CRC/,
+    /checksum mismatch/,
   ],
   ['a truncated DATA frame', (sock, id) => sock.end(dataFrame(id, 0, 4).subarray(0, 5000)), /truncated/],
   ['garbage', (sock) => sock.write(Buffer.alloc(64, 0xab)), /magic/],
@@ -187,6 +187,36 @@ for (const [what, behaviour, message] of misbehaviours) {
     const fake = await fakeServer(behaviour);
     try {
       await expectFailure(client.pull(opts(fake.port, 'r', 't', 8)), ['corrupt'], message);
+      await fake.allClosed();
+      assert.equal(client.connectionCount(HOST, fake.port), 0);
+    } finally {
+      await fake.close();
+    }
+  });
+}
+
+// The same with frames large enough to land straight in a wasm-memory destination pool.
+const landingMisbehaviours: [string, Behaviour, RegExp][] = [
+  [
+    'a landed DATA frame with a bad checksum',
+    (sock, id) => {
+      const f = dataFrame(id, 0, 32);
+      f[f.length - 100]! ^= 4;
+      sock.write(f);
+    },
+    /checksum mismatch/,
+  ],
+  ['a landed DATA frame whose sub-header contradicts it', (sock, id) => sock.write(dataFrame(id, 1, 32)), /contradicts/],
+  ['a DATA frame cut off while landing', (sock, id) => sock.end(dataFrame(id, 0, 32).subarray(0, 100_000)), /truncated/],
+];
+
+for (const [what, behaviour, message] of landingMisbehaviours) {
+  test(`pullKv: ${what} → 'corrupt', connection dropped`, async () => {
+    const fake = await fakeServer(behaviour);
+    try {
+      // 32-token blocks: a 32-token frame is one 128 KiB region of block 3
+      const dest = { pool: makePool({ blockSize: 32, numBlocks: 4, dtype: 'f32', wasm: true }), blockTable: [3, 1, 0, 2] };
+      await expectFailure(client.pull(opts(fake.port, 'r', 't', 64, { dest })), ['corrupt'], message);
       await fake.allClosed();
       assert.equal(client.connectionCount(HOST, fake.port), 0);
     } finally {

@@ -14,14 +14,21 @@ export function compatOf(over: Partial<KvCompat> = {}): KvCompat {
   return { architecture: 'llama', ...SHAPE, fingerprint: 'fp-test-0001', ...over };
 }
 
-/** A pool at a non-zero base offset (as in wasm memory), every byte deterministic from `seed` (0 = zeros). */
+/**
+ * A pool at a non-zero base offset, every byte deterministic from `seed` (0 = zeros). In a
+ * SharedArrayBuffer, or with `wasm` in a shared WebAssembly.Memory as the engine's (the sender then
+ * checksums blocks in place instead of through a copy).
+ */
 export function makePool(
-  l: { blockSize: number; numBlocks: number; dtype: 'f32' | 'f16' },
+  l: { blockSize: number; numBlocks: number; dtype: 'f32' | 'f16'; wasm?: boolean },
   seed = 0,
   shape: { nLayers: number; nKvHeads: number; headDim: number } = SHAPE,
 ): PoolRef {
   const layout: KvPoolLayout = { base: 256, ...shape, blockSize: l.blockSize, numBlocks: l.numBlocks, dtype: l.dtype };
-  const buffer = new SharedArrayBuffer(layout.base + layout.numBlocks * kvBlockBytes(layout));
+  const bytes = layout.base + layout.numBlocks * kvBlockBytes(layout);
+  const pages = Math.ceil(bytes / 65536);
+  const memory = l.wasm ? new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }) : undefined;
+  const buffer = memory ? memory.buffer : new SharedArrayBuffer(bytes);
   if (seed) {
     let s = seed >>> 0;
     const rnd = () => {
@@ -42,7 +49,7 @@ export function makePool(
       for (let i = 0; i < n; i++) v[i] = f32ToF16((rnd() - 0.5) * 2 ** Math.floor(rnd() * 16 - 8));
     }
   }
-  return { buffer, layout };
+  return memory ? { buffer, layout, memory } : { buffer, layout };
 }
 
 export interface ServerConfig {
@@ -54,6 +61,10 @@ export interface ServerConfig {
   secret?: string;
   frameBytes?: number;
   compat?: KvCompat;
+  /** the pool lives in a shared WebAssembly.Memory (PoolRef.memory set) */
+  wasm?: boolean;
+  /** a simulated engine: payload-less frames on this link, and no pool at all */
+  simulatedLink?: { bytesPerToken: number; bandwidthBytesPerSec: number; latencyMs: number };
 }
 
 type Reply = Record<string, unknown>;

@@ -9,21 +9,25 @@ import { KvTransferClient, KvTransferError, type KvCompat } from '../../src/kvco
 import { compatOf, makePool, metricValue, scatteredBlocks, ServerProcess, SHAPE, type ServerConfig } from './helpers.ts';
 
 const HOST = '127.0.0.1';
-// A: f32 pool, 16-token blocks, small frames (many DATA frames per pull, batched through the reader's scratch).
-const A_CFG: ServerConfig = { engineId: 'engine-A', blockSize: 16, numBlocks: 96, dtype: 'f32', seed: 11, frameBytes: 16 * 1024 };
+// A: f32 pool in wasm memory (checksummed in place), 16-token blocks, small frames (many DATA frames
+// per pull, batched through the reader's scratch).
+const A_CFG: ServerConfig = { engineId: 'engine-A', blockSize: 16, numBlocks: 96, dtype: 'f32', seed: 11, frameBytes: 16 * 1024, wasm: true };
 // B: f16 pool, 4-token blocks, default 1 MiB frames (large-frame path), HMAC tokens.
 const B_CFG: ServerConfig = { engineId: 'engine-B', blockSize: 4, numBlocks: 400, dtype: 'f16', seed: 22, secret: 's3cret' };
+// C: f32 pool in wasm memory, 32-token blocks of 128 KiB: one whole block per frame.
+const C_CFG: ServerConfig = { engineId: 'engine-C', blockSize: 32, numBlocks: 100, dtype: 'f32', seed: 33, wasm: true };
 let A: ServerProcess;
 let B: ServerProcess;
+let C: ServerProcess;
 const client = new KvTransferClient();
 const registry = new Registry();
 
 before(async () => {
-  [A, B] = await Promise.all([ServerProcess.start(A_CFG), ServerProcess.start(B_CFG)]);
+  [A, B, C] = await Promise.all([ServerProcess.start(A_CFG), ServerProcess.start(B_CFG), ServerProcess.start(C_CFG)]);
 });
 after(async () => {
   client.close();
-  await Promise.all([A?.stop(), B?.stop()]);
+  await Promise.all([A?.stop(), B?.stop(), C?.stop()]);
 });
 
 const sources = new Map<ServerConfig, PoolRef>();
@@ -41,7 +45,7 @@ interface PullCase {
   server: ServerProcess;
   requestId: string;
   numTokens: number;
-  dest: { blockSize: number; numBlocks: number; dtype: 'f32' | 'f16' };
+  dest: { blockSize: number; numBlocks: number; dtype: 'f32' | 'f16'; wasm?: boolean };
   startToken?: number;
   destSeed?: number;
   compat?: KvCompat;
@@ -89,6 +93,22 @@ test('f16 → f16 (4 → 16) and f16 → f32 (4 → 5) are exact, with 1 MiB fra
   assert.ok(localTokens(a.dest, a.table, 0, n, 'f16').equals(sourceTokens(B_CFG, a.blockIds, 0, n, 'f16')));
   const b = await offerAndPull({ server: B, requestId: 'f16-f32', numTokens: n, dest: { blockSize: 5, numBlocks: 230, dtype: 'f32' } });
   assert.ok(localTokens(b.dest, b.table, 0, n, 'f32').equals(sourceTokens(B_CFG, b.blockIds, 0, n, 'f32')));
+});
+
+test('KV in the destination dtype lands in place in a wasm-memory pool (whole frames, mid-block starts, other block sizes)', async () => {
+  const n = 700; // 2.8 MB of f32 KV in frames of one whole 128 KiB block, each larger than the reader's scratch
+  for (const [i, d] of [
+    [0, { blockSize: 32, numBlocks: 24, dtype: 'f32', wasm: true }], // each frame is one region
+    [37, { blockSize: 64, numBlocks: 12, dtype: 'f32', wasm: true }], // mid-block start, frames span two blocks
+    [40, { blockSize: 8, numBlocks: 90, dtype: 'f32', wasm: true }], // 4 KiB regions: not worth landing, scattered
+    [5, { blockSize: 32, numBlocks: 24, dtype: 'f16', wasm: true }], // other dtype: converted, not landed
+  ] as const) {
+    const { r, dest, table, blockIds, before } = await offerAndPull({ server: C, requestId: `land-${i}-${d.blockSize}-${d.dtype}`, numTokens: n, startToken: i, destSeed: 8, dest: d });
+    assert.equal(r.bytes, tokenMajorBytes(SHAPE, n - i, 'f32'));
+    assert.ok(localTokens(dest, table, i, n - i, d.dtype).equals(sourceTokens(C_CFG, blockIds, i, n - i, d.dtype)), `${d.blockSize} ${d.dtype} from ${i}`);
+    const beforePool = { buffer: before.buffer, layout: dest.layout } as PoolRef;
+    assert.ok(localTokens(dest, table, 0, i, d.dtype).equals(localTokens(beforePool, table, 0, i, d.dtype)), 'cached prefix untouched');
+  }
 });
 
 test('a partial pull (decode caches a prefix) moves only the missing tokens', async () => {

@@ -2,7 +2,6 @@
 // validation, transfer tokens, kv_transfer_params, and the metrics factory.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { crc32 } from 'node:zlib';
 import { Registry } from 'prom-client';
 import {
   buildPrefillResponseParams,
@@ -12,11 +11,12 @@ import {
 } from '../../src/kvconnector/index.ts';
 import { mintTransferToken, verifyTransferToken } from '../../src/kvconnector/token.ts';
 import { encodeControl, FrameReader, FrameType, HEADER_BYTES, WireError, writeHeader, type FrameHeader } from '../../src/kvconnector/wire.ts';
+import { frameChecksum } from '../../src/kvconnector/checksum.ts';
 
 function dataFrame(streamId: number, bytes: number, seed: number): Buffer {
   const f = Buffer.alloc(HEADER_BYTES + bytes);
   for (let i = 0; i < bytes; i++) f[HEADER_BYTES + i] = (i * 31 + seed) & 0xff;
-  writeHeader(f, FrameType.DATA, streamId, bytes, crc32(f.subarray(HEADER_BYTES)));
+  writeHeader(f, FrameType.DATA, streamId, bytes, frameChecksum(f.subarray(HEADER_BYTES)));
   return f;
 }
 
@@ -91,7 +91,7 @@ test('bad frames are rejected with a precise error, and the reader stays dead', 
   const cases: [string, Buffer, RegExp, string?][] = [];
   const badCrc = dataFrame(1, 100, 5);
   badCrc[HEADER_BYTES + 50]! ^= 0x10;
-  cases.push(['CRC', badCrc, /CRC mismatch/]);
+  cases.push(['checksum', badCrc, /checksum mismatch/]);
   const badMagic = dataFrame(1, 10, 5);
   badMagic[0] = 0x47;
   cases.push(['magic', badMagic, /magic/]);
@@ -102,8 +102,8 @@ test('bad frames are rejected with a precise error, and the reader stays dead', 
   writeHeader(tooBig, FrameType.DATA, 1, (1 << 20) + 1, 0);
   cases.push(['length', tooBig, /exceeds the limit/]);
   const version = dataFrame(1, 10, 5);
-  version[2] = 2;
-  cases.push(['version', version, /protocol version 2/, 'version']);
+  version[2] = 1; // a peer still on CRC-32 frames
+  cases.push(['version', version, /protocol version 1/, 'version']);
   for (const [what, bytes, message, field] of cases) {
     const { reader, frames, errors } = collect();
     reader.push(Buffer.concat([bytes, dataFrame(2, 10, 1)]));
