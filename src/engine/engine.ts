@@ -393,6 +393,7 @@ export class TandemEngine implements Engine {
   private async runStep(plan: StepPlan): Promise<void> {
     const wire: WireChunk[] = [];
     let prefillTokens = 0;
+    let decodeRows = 0;
     for (const ch of plan.chunks) {
       const ctx = this.bySeq.get(ch.seq)!;
       const seq = ch.seq;
@@ -404,6 +405,7 @@ export class TandemEngine implements Engine {
         wantLogits: ch.sample,
       };
       if (ch.start < seq.numPromptTokens) prefillTokens += Math.min(ch.count, seq.numPromptTokens - ch.start);
+      else decodeRows++;
       if (ch.sample) {
         const r = ctx.req;
         const minTokens = r.minTokens ?? 0;
@@ -421,7 +423,9 @@ export class TandemEngine implements Engine {
       wire.push(w);
     }
     const res = await this.worker.step(wire);
-    if (prefillTokens > 0 && res.ms > 0) {
+    // The prefill rate routers read: only from steps that are mostly prefill. A few tokens measure the
+    // step's fixed cost, and decode rows in the step are not prompt work.
+    if (prefillTokens >= 64 && decodeRows * 16 <= prefillTokens && res.ms > 0) {
       const rate = prefillTokens / (res.ms / 1000);
       this.prefillRate = this.prefillRate ? 0.8 * this.prefillRate + 0.2 * rate : rate;
       this.metrics.prefillRate.set(this.metrics.labels(), this.prefillRate);

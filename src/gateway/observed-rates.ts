@@ -9,6 +9,8 @@ export interface Rate {
 const ALPHA = 0.2;
 /** a leg with at most this many uncached tokens measures the endpoint's fixed cost, not its rate */
 const SMALL_TOKENS = 16;
+/** pulls smaller than this are dominated by fixed costs and do not measure the link */
+const MIN_TRANSFER_BYTES = 1 << 20;
 
 export class ObservedRates {
   private readonly prefill = new Map<string, number>();
@@ -36,16 +38,31 @@ export class ObservedRates {
     this.prefill.set(endpointId, old === undefined ? rate : old + ALPHA * (rate - old));
   }
 
-  /** Fixed time to first token on an endpoint (seconds), learned from short prompts. */
+  /**
+   * Fixed time to first token on an endpoint (seconds), learned from short prompts; an endpoint not
+   * yet seen with one is assumed to cost what the others do (engines of a pool are alike), rather
+   * than nothing, which would make a split of a handful of tokens look free.
+   */
   prefillFixed(endpointId: string, fallback: number): Rate {
     const o = this.fixed.get(endpointId);
-    return o !== undefined ? { value: o, source: 'observed' } : { value: fallback, source: 'default' };
+    if (o !== undefined) return { value: o, source: 'observed' };
+    if (this.fixed.size > 0) {
+      let sum = 0;
+      for (const v of this.fixed.values()) sum += v;
+      return { value: sum / this.fixed.size, source: 'observed' };
+    }
+    return { value: fallback, source: 'default' };
   }
 
-  /** A split request's decode leg took `seconds` to its first byte while pulling `bytes` of KV. */
-  observeTransfer(bytes: number, seconds: number): void {
-    if (!(bytes > 0) || !(seconds > 0)) return;
-    const rate = bytes / seconds;
+  /**
+   * A split request's decode leg took `seconds` to its first byte while pulling `bytes` of KV on
+   * `decodeEndpointId`. That time also holds the decode engine's own fixed cost (its step for the
+   * last prompt token), which is taken off; small pulls, all fixed cost, say nothing about the link.
+   */
+  observeTransfer(bytes: number, seconds: number, decodeEndpointId?: string): void {
+    const net = seconds - (decodeEndpointId !== undefined ? (this.fixed.get(decodeEndpointId) ?? 0) : 0);
+    if (!(bytes >= MIN_TRANSFER_BYTES) || !(net > 0)) return;
+    const rate = bytes / net;
     this.transfer = this.transfer === undefined ? rate : this.transfer + ALPHA * (rate - this.transfer);
   }
 

@@ -560,7 +560,7 @@ export class Gateway {
 
   /** A split request's first streamed byte bounds the KV pull (a whole non-streamed answer does not). */
   observeSplit(ep: EndpointState, tokens: number, seconds: number): void {
-    this.rates.observeTransfer(tokens * (ep.kvBytesPerToken ?? 16384), seconds);
+    this.rates.observeTransfer(tokens * (ep.kvBytesPerToken ?? 16384), seconds, ep.id);
   }
 }
 
