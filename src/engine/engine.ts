@@ -93,12 +93,12 @@ class WorkerClient {
     });
   }
 
-  step(chunks: WireChunk[]): Promise<Extract<WorkerReply, { type: 'result' }>> {
+  step(chunks: WireChunk[], plannedAt: number): Promise<Extract<WorkerReply, { type: 'result' }>> {
     if (this.failed) return Promise.reject(this.failed);
     const seq = this.nextSeq++;
     return new Promise((resolve, reject) => {
       this.pending.set(seq, { resolve: resolve as (r: WorkerReply) => void, reject });
-      this.worker.postMessage({ type: 'step', seq, chunks } satisfies WorkerRequest);
+      this.worker.postMessage({ type: 'step', seq, chunks, sentAt: plannedAt } satisfies WorkerRequest);
     });
   }
 
@@ -391,6 +391,7 @@ export class TandemEngine implements Engine {
   }
 
   private async runStep(plan: StepPlan): Promise<void> {
+    const plannedAt = performance.timeOrigin + performance.now();
     const wire: WireChunk[] = [];
     let prefillTokens = 0;
     let decodeRows = 0;
@@ -422,7 +423,7 @@ export class TandemEngine implements Engine {
       }
       wire.push(w);
     }
-    const res = await this.worker.step(wire);
+    const res = await this.worker.step(wire, plannedAt);
     // The prefill rate routers read: only from steps that are mostly prefill. A few tokens measure the
     // step's fixed cost, and decode rows in the step are not prompt work.
     if (prefillTokens >= 64 && decodeRows * 16 <= prefillTokens && res.ms > 0) {

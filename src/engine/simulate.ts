@@ -192,8 +192,10 @@ export class SimulatedStepRunner implements StepRunner {
     this.timing = new TimingModel(profile);
   }
 
-  step(chunks: readonly WireChunk[]): { results: StepResult[]; ms: number } {
-    const t0 = performance.now();
+  step(chunks: readonly WireChunk[], sentAt?: number): { results: StepResult[]; ms: number } {
+    // The step's clock starts when the scheduler sent it: building and posting the plan happens while
+    // the GPU would already be busy (vLLM overlaps CPU scheduling with the forward pass).
+    const t0 = sentAt !== undefined ? sentAt - performance.timeOrigin : performance.now();
     let decodeRows = 0;
     let contextSum = 0;
     const prefill: PrefillChunk[] = [];

@@ -14,8 +14,8 @@ export interface StepResult {
 }
 
 export interface StepRunner {
-  /** Run one step; `ms` is the step's duration on the hardware it models. */
-  step(chunks: readonly WireChunk[]): { results: StepResult[]; ms: number };
+  /** Run one step (sent by the scheduler at absolute time `sentAt`); `ms` is its duration on the hardware it models. */
+  step(chunks: readonly WireChunk[], sentAt?: number): { results: StepResult[]; ms: number };
   /** Forget per-request state (samplers) of finished requests. */
   free(rids: readonly string[]): void;
 }

@@ -34,7 +34,8 @@ export type WorkerRequest =
       /** GPU timing profile: replaces the model arithmetic */
       simulate?: GpuProfile;
     }
-  | { type: 'step'; seq: number; chunks: WireChunk[] }
+  /** sentAt: when the scheduler planned the step, as performance.timeOrigin + performance.now() (a clock both threads share) */
+  | { type: 'step'; seq: number; chunks: WireChunk[]; sentAt: number }
   | { type: 'free'; rids: string[] };
 
 export type WorkerReply =

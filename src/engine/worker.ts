@@ -45,7 +45,7 @@ async function handle(msg: WorkerRequest): Promise<WorkerReply | undefined> {
       };
     }
     case 'step': {
-      const { results, ms } = runner!.step(msg.chunks);
+      const { results, ms } = runner!.step(msg.chunks, msg.sentAt);
       return { type: 'result', seq: msg.seq, results, ms };
     }
     case 'free':

@@ -67,7 +67,7 @@ test('a single 8K prefill takes the profile time (±5%) and the pool is the simu
     const ttfts: number[] = [];
     for (let i = 0; i < 5; i++) ttfts.push((await run(engine, prompt(8192 - 1, i), 1, undefined, `p${i}`)).ttft);
     const best = Math.min(...ttfts);
-    assert.ok(best >= 234.2 * 0.95 && best <= 234.2 * 1.05, `8K prefill took ${best.toFixed(1)} ms (profile: 234.2)`);
+    assert.ok(best >= 234.2 * 0.95 && best <= 234.2 * 1.05, `8K prefill took ${best.toFixed(1)} ms (profile: 234.2; runs ${ttfts.map((t) => t.toFixed(1)).join(", ")})`);
   } finally {
     await engine.close();
   }

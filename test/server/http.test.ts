@@ -429,7 +429,7 @@ test('routes: unknown → 404, wrong method → 405 with Allow; /health, /versio
   assert.equal(md.object, 'model');
   assert.equal(md.owned_by, 'tandem');
   assert.equal(md.max_model_len, 256);
-  assert.deepEqual(md.tandem, { role: 'both', block_size: 4, num_blocks: 64, kv_dtype: 'f32', engine_id: 'fake-engine-1', prefix_caching: true });
+  assert.deepEqual(md.tandem, { role: 'both', block_size: 4, num_blocks: 64, kv_dtype: 'f32', engine_id: 'fake-engine-1', prefix_caching: true, kv_bytes_per_token: 1024 });
 });
 
 test('/tokenize and /detokenize in vLLM shapes', async () => {
