@@ -187,6 +187,7 @@ const SCRATCH_BYTES = 64 * 1024;
 export class FrameChecksum {
   private readonly x: Exports;
   private readonly carry = new Uint8Array(16);
+  private readonly carryWords = new DataView(this.carry.buffer);
   private carried = 0;
   private total = 0;
 
@@ -254,7 +255,8 @@ export class FrameChecksum {
 
   private feedCarry(src: Uint8Array, off: number): number {
     const n = Math.min(16 - this.carried, src.byteLength - off);
-    this.carry.set(src.subarray(off, off + n), this.carried);
+    // Byte by byte: these are at most 15 bytes, and a subarray + set costs more than the loop.
+    for (let i = 0; i < n; i++) this.carry[this.carried + i] = src[off + i]!;
     this.carried += n;
     this.total += n;
     if (this.carried === 16) this.flushCarry();
@@ -262,9 +264,8 @@ export class FrameChecksum {
   }
 
   private flushCarry(): void {
-    const c = this.carry;
-    const w = (i: number) => c[i]! | (c[i + 1]! << 8) | (c[i + 2]! << 16) | (c[i + 3]! << 24);
-    this.x.block(w(0), w(4), w(8), w(12));
+    const w = this.carryWords;
+    this.x.block(w.getInt32(0, true), w.getInt32(4, true), w.getInt32(8, true), w.getInt32(12, true));
     this.carried = 0;
   }
 }

@@ -16,11 +16,13 @@ import { createKvMetrics, type KvMetrics } from './metrics.ts';
 import {
   bool,
   compatMismatch,
+  DATA_FLAG_LAST,
   DATA_FLAG_PAYLOADLESS,
   DATA_SUBHEADER_BYTES,
   DEFAULT_MAX_FRAME_BYTES,
   dtypeFromCode,
   encodeControl,
+  forEachPiece,
   FrameReader,
   FrameType,
   frameTypeName,
@@ -30,6 +32,7 @@ import {
   parseCompat,
   parseControl,
   PROTOCOL_VERSION,
+  readSubheader,
   SIMULATED_SUBHEADER_BYTES,
   str,
   WireError,
@@ -110,7 +113,7 @@ interface ClientStream {
   onFrame(h: FrameHeader, payload: Buffer, landed: boolean): void;
   fail(err: KvTransferError): void;
   /** place a large DATA frame's KV straight in the destination blocks (see FrameReader) */
-  land?(h: FrameHeader): Landing | null;
+  land?(h: FrameHeader, subheader: Buffer): Landing | null;
 }
 
 interface HelloOk {
@@ -151,7 +154,7 @@ class ClientConnection {
       (t) => (t === FrameType.DATA ? maxFrameBytes : MAX_CONTROL_PAYLOAD),
       (h, payload, landed) => this.onFrame(h, payload, landed),
       (err) => this.die(new KvTransferError(err.code, `from ${this.host}:${this.port}: ${err.message}`, err.field)),
-      (h) => (h.streamId !== 0 && this.hello ? (this.streams.get(h.streamId)?.land?.(h) ?? null) : null),
+      (h, sub) => (h.streamId !== 0 && this.hello ? (this.streams.get(h.streamId)?.land?.(h, sub) ?? null) : null),
     );
     const timer = setTimeout(
       () => this.die(new KvTransferError('timeout', `no KV transfer handshake with ${host}:${port} within ${connectTimeoutMs} ms`)),
@@ -351,19 +354,37 @@ export class KvTransferClient {
       // the kernel writes the blocks, the checksum reads them there, nothing is copied.
       const senderDtype = conn.hello?.kvDtype;
       let landedTokens = 0;
-      const land = (h: FrameHeader): Landing | null => {
+      const land = (h: FrameHeader, subheader: Buffer): Landing | null => {
         if (!dest || senderDtype !== layout!.dtype) return null;
         const pool = poolOf(dest.pool);
         if (!pool.memory || pool.memory.buffer !== pool.buffer) return null;
+        const sub = readSubheader(subheader);
         const tokenBytes = tokenMajorBytes(pool.layout, 1, senderDtype);
-        const kv = h.length - DATA_SUBHEADER_BYTES;
         // Anything unexpected takes the ordinary path, whose checks name the problem.
-        if (kv <= 0 || kv % tokenBytes !== 0 || next + kv / tokenBytes > end) return null;
-        const regions = poolRuns(pool, dest.blockTable, next, kv / tokenBytes);
+        if (sub.first !== next || sub.count === 0 || sub.first + sub.count > end || sub.flags & DATA_FLAG_PAYLOADLESS) return null;
+        if (dtypeFromCode(sub.dtypeCode) !== senderDtype || h.length !== DATA_SUBHEADER_BYTES + sub.count * tokenBytes) return null;
+        const regions: [number, number][] = [];
+        forEachPiece(sub.first, sub.count, sub.pieceTokens, (p, n) => {
+          for (const r of poolRuns(pool, dest.blockTable, p, n)) {
+            const prev = regions[regions.length - 1];
+            if (prev && prev[0] + prev[1] === r[0]) prev[1] += r[1];
+            else regions.push(r);
+          }
+        });
         // Each region is one read system call: many small ones cost more than the copy they save.
-        if (kv / regions.length < MIN_LANDING_REGION) return null;
-        landedTokens = kv / tokenBytes;
-        return { headBytes: DATA_SUBHEADER_BYTES, regions, checksum: conn.checksumFor(pool.memory) };
+        if ((h.length - DATA_SUBHEADER_BYTES) / regions.length < MIN_LANDING_REGION) return null;
+        landedTokens = sub.count;
+        return { regions, checksum: conn.checksumFor(pool.memory) };
+      };
+      /** After a DATA frame's KV is in place: advance, and finish on the pull's last frame. */
+      const advance = (count: number, kvBytes: number, flags: number) => {
+        next += count;
+        bytes += kvBytes;
+        o.onProgress?.(next);
+        if (flags & DATA_FLAG_LAST) {
+          if (next !== end) throw new WireError('corrupt', `the last DATA frame ends at token ${next}, the pull at ${end}`);
+          finish(null);
+        }
       };
       id = conn.openStream({
         fail: (err) => finish(err),
@@ -371,48 +392,46 @@ export class KvTransferClient {
         onFrame: (h, payload, landed) => {
           switch (h.type) {
             case FrameType.DATA: {
+              const sub = readSubheader(payload);
+              const { first, count } = sub;
               if (landed) {
-                // The KV is already in the blocks (checksum verified); the sub-header must agree with where it went.
-                const count = payload.readUInt32LE(4);
-                if (payload.readUInt32LE(0) !== next || count !== landedTokens || dtypeFromCode(payload[8]!) !== senderDtype || payload.readUInt32LE(8) >>> 8 !== 0) {
-                  throw new WireError('corrupt', `DATA sub-header (tokens ${payload.readUInt32LE(0)}+${count}) contradicts its frame (tokens ${next}+${landedTokens})`);
+                // The KV is already in the blocks (checksum verified, over the sub-header too).
+                if (first !== next || count !== landedTokens) {
+                  throw new WireError('corrupt', `DATA sub-header (tokens ${first}+${count}) contradicts its frame (tokens ${next}+${landedTokens})`);
                 }
-                next += count;
-                bytes += h.length - DATA_SUBHEADER_BYTES;
-                o.onProgress?.(next);
-                return;
+                return advance(count, h.length - DATA_SUBHEADER_BYTES, sub.flags);
               }
-              if (payload.length < DATA_SUBHEADER_BYTES) throw new WireError('corrupt', 'DATA frame shorter than its sub-header');
-              const first = payload.readUInt32LE(0);
-              const count = payload.readUInt32LE(4);
               if (first !== next || count === 0 || first + count > end) {
                 throw new WireError('corrupt', `DATA frame for tokens [${first}, ${first + count}) while expecting token ${next} of [${o.startToken}, ${end})`);
               }
-              const payloadless = payload[9] === DATA_FLAG_PAYLOADLESS;
+              const payloadless = (sub.flags & DATA_FLAG_PAYLOADLESS) !== 0;
               if (payloadless !== simulated) throw new WireError('corrupt', simulated ? 'a DATA frame with KV on a simulated transfer' : 'a payload-less DATA frame on a real transfer');
               if (simulated) {
                 // Sizes only: nothing lands in a pool (a simulated engine may not have one).
-                if (payload.length !== SIMULATED_SUBHEADER_BYTES || payload[8] !== 0 || payload[10] !== 0 || payload[11] !== 0) {
-                  throw new WireError('corrupt', `payload-less DATA frame of ${payload.length} bytes with bad dtype/reserved bytes`);
+                if (payload.length !== SIMULATED_SUBHEADER_BYTES || sub.dtypeCode !== 0 || sub.pieceTokens !== 0) {
+                  throw new WireError('corrupt', `payload-less DATA frame of ${payload.length} bytes with bad dtype/piece fields`);
                 }
                 const declared = payload.readUInt32LE(12) + payload.readUInt32LE(16) * 2 ** 32;
                 if (!Number.isSafeInteger(declared)) throw new WireError('corrupt', 'payload-less DATA frame declares an impossible size');
-                bytes += declared;
-              } else {
-                const dtype = dtypeFromCode(payload[8]!);
-                if (!dtype || payload[9] !== 0 || payload[10] !== 0 || payload[11] !== 0) throw new WireError('corrupt', `DATA frame with bad dtype/reserved bytes`);
-                const kvBytes = tokenMajorBytes(layout!, count, dtype);
-                if (payload.length !== DATA_SUBHEADER_BYTES + kvBytes) {
-                  throw new WireError('corrupt', `DATA frame of ${payload.length} bytes for ${count} ${dtype} tokens (expected ${DATA_SUBHEADER_BYTES + kvBytes})`);
-                }
-                scatterTokens(poolOf(dest!.pool), dest!.blockTable, first, count, payload.subarray(DATA_SUBHEADER_BYTES), dtype);
-                bytes += kvBytes;
+                return advance(count, declared, sub.flags);
               }
-              next += count;
-              o.onProgress?.(next);
-              return;
+              const dtype = dtypeFromCode(sub.dtypeCode);
+              if (!dtype) throw new WireError('corrupt', `DATA frame with unknown dtype ${sub.dtypeCode}`);
+              const kvBytes = tokenMajorBytes(layout!, count, dtype);
+              if (payload.length !== DATA_SUBHEADER_BYTES + kvBytes) {
+                throw new WireError('corrupt', `DATA frame of ${payload.length} bytes for ${count} ${dtype} tokens (expected ${DATA_SUBHEADER_BYTES + kvBytes})`);
+              }
+              const pool = poolOf(dest!.pool);
+              let at = DATA_SUBHEADER_BYTES;
+              forEachPiece(first, count, sub.pieceTokens, (p, n) => {
+                const pieceBytes = tokenMajorBytes(layout!, n, dtype);
+                scatterTokens(pool, dest!.blockTable, p, n, payload.subarray(at, at + pieceBytes), dtype);
+                at += pieceBytes;
+              });
+              return advance(count, kvBytes, sub.flags);
             }
             case FrameType.END: {
+              // Only a pull with no DATA frames (an empty range) ends with END.
               const e = parseControl(payload, 'END');
               const tokens = int(e, 'tokens', 'END');
               const sent = int(e, 'bytes', 'END', 0, Number.MAX_SAFE_INTEGER);

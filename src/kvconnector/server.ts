@@ -9,7 +9,6 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
-import type { KvDtype } from '../kernels/types.ts';
 import { eltBytes, gatherTokens, kvDimOf, poolRowOffset, tokenMajorBytes, type PoolRef } from '../engine/kv-layout.ts';
 import { FrameBufferPool } from './buffers.ts';
 import { anyChecksum, checksumIn, frameChecksum } from './checksum.ts';
@@ -19,10 +18,12 @@ import { mintTransferToken, verifyTransferToken } from './token.ts';
 import {
   bool,
   compatMismatch,
+  DATA_FLAG_LAST,
   DATA_FLAG_PAYLOADLESS,
   DATA_SUBHEADER_BYTES,
   DTYPE_CODE,
   encodeControl,
+  forEachPiece,
   FrameReader,
   FrameType,
   frameTypeName,
@@ -37,6 +38,7 @@ import {
   str,
   WireError,
   writeHeader,
+  writeSubheader,
   type FrameHeader,
   type KvCompat,
 } from './wire.ts';
@@ -59,7 +61,10 @@ export interface KvTransferServerOptions {
   /** the engine frees the lease's blocks when this fires */
   onRelease?: (requestId: string, reason: LeaseReleaseReason) => void;
   log?: (level: 'info' | 'warn', message: string) => void;
-  /** KV bytes per DATA frame (default 1 MiB): large enough to amortize per-frame costs, small enough to pipeline */
+  /**
+   * KV bytes per DATA frame sent straight from the pool (default 4 MiB: a pull of up to that is one
+   * frame and one writev). Frames gathered through a buffer (pools of tiny blocks) are ≤ 1 MiB.
+   */
   frameBytes?: number;
   /** gathered DATA frames per stream queued in the socket before gathering more (default 2: double buffering); zero-copy frames queue up to 8 MiB */
   framesInFlight?: number;
@@ -129,8 +134,11 @@ interface Conn {
 }
 
 const MAX_STREAMS_PER_CONNECTION = 64;
-/** Smallest DATA frame worth cutting a transfer into. */
+/** Smallest gathered DATA frame worth cutting a transfer into. */
 const MIN_FRAME_BYTES = 256 * 1024;
+/** Gathered frames are copies in pooled buffers: keep them at most this big (and pipeline them). */
+const MAX_GATHERED_FRAME_BYTES = 1 << 20;
+const DEFAULT_FRAME_BYTES = 4 << 20;
 /**
  * Zero-copy frames are views of the pool and cost no memory to queue, so a stream may queue this
  * much: the sender then hands the kernel a whole transfer of up to this size without waking up
@@ -138,8 +146,6 @@ const MIN_FRAME_BYTES = 256 * 1024;
  * transfer from queuing far ahead of the other streams on its connection.
  */
 const ZERO_COPY_QUEUE_BYTES = 8 * 1024 * 1024;
-/** Blocks at least this big are sent one per frame: a whole block is one contiguous run of the pool. */
-const WHOLE_BLOCK_FRAME_BYTES = 128 * 1024;
 /** Below this many contiguous bytes per (block, layer, K|V) run, gather instead of writev. */
 const MIN_ZERO_COPY_RUN = 4096;
 /** Remember this many expired request ids, to answer 'lease-expired' rather than 'unknown-request'. */
@@ -166,7 +172,7 @@ export class KvTransferServer {
     this.link = opts.simulatedLink ? validateLink(opts.simulatedLink) : null;
     if (!opts.pool && !this.link) throw new TypeError('KvTransferServer: pool is required (unless the link is simulated)');
     this.metrics = opts.registry ? createKvMetrics(opts.registry) : null;
-    this.frameBytes = Math.max(4096, Math.min(opts.frameBytes ?? 1 << 20, MAX_DATA_PAYLOAD - DATA_SUBHEADER_BYTES));
+    this.frameBytes = Math.max(4096, Math.min(opts.frameBytes ?? DEFAULT_FRAME_BYTES, MAX_DATA_PAYLOAD - DATA_SUBHEADER_BYTES));
     this.framesInFlight = Math.max(1, opts.framesInFlight ?? 2);
   }
 
@@ -449,30 +455,29 @@ export class KvTransferServer {
     });
   }
 
-  /** Stream tokens [start, end) as DATA frames, at most framesInFlight queued in the socket. */
+  /** Stream tokens [start, end) as DATA frames, the last one flagged DATA_FLAG_LAST. */
   private async serve(stream: ServeStream, lease: Lease, start: number, end: number): Promise<void> {
     const t0 = performance.now();
     const { socket } = stream.conn;
     const layout = this.opts.pool!().layout;
     const tokenBytes = tokenMajorBytes(layout, 1, layout.dtype);
-    const room = Math.min(this.frameBytes, stream.conn.maxFrameBytes - DATA_SUBHEADER_BYTES);
+    // Send straight from the pool (writev of block views) when rows come in runs long enough that
+    // the kernel's copy beats gathering into a buffer first.
+    // (A block size beyond the sub-header's u16 piece field is gathered as one piece instead.)
+    const zeroCopy = layout.blockSize * kvDimOf(layout) * eltBytes(layout.dtype) >= MIN_ZERO_COPY_RUN && layout.blockSize <= 0xffff;
+    const room = Math.min(zeroCopy ? this.frameBytes : Math.min(this.frameBytes, MAX_GATHERED_FRAME_BYTES), stream.conn.maxFrameBytes - DATA_SUBHEADER_BYTES);
     if (tokenBytes > room) {
       this.sendError(stream.conn, stream.id, 'incompatible', `one token of KV (${tokenBytes} bytes) exceeds the decode engine's frame limit`, 'maxFrameBytes');
       return;
     }
-    // Large transfers go in frameBytes frames; a transfer of a few frames is cut finer so that
-    // sender and receiver work on different frames at the same time.
-    const target = Math.min(room, Math.max(MIN_FRAME_BYTES, Math.ceil(((end - start) * tokenBytes) / 4)));
+    // Zero-copy frames are as large as allowed: a frame of whole-block pieces costs one writev on
+    // the sender and one region per block on the receiver, whatever its size, and the receiver
+    // checksums each read as it lands, so nothing is gained by cutting finer. Gathered frames are
+    // cut in ~4 so that gathering frame n+1 overlaps sending frame n.
+    const target = zeroCopy ? room : Math.min(room, Math.max(MIN_FRAME_BYTES, Math.ceil(((end - start) * tokenBytes) / 4)));
     let chunkTokens = Math.max(1, Math.floor(target / tokenBytes));
-    // Send straight from the pool (writev of block rows) when rows come in runs long enough that
-    // the kernel's copy beats gathering into a buffer first.
-    const zeroCopy = layout.blockSize * kvDimOf(layout) * eltBytes(layout.dtype) >= MIN_ZERO_COPY_RUN;
-    // Frames end on block boundaries. A frame holding exactly one whole block is, in token-major
-    // order, that block's bytes as the pool stores them: one write and one checksum call instead
-    // of one per layer and K/V (the per-write cost in Node, not the bytes, dominated before).
-    const blockBytes = layout.blockSize * tokenBytes;
-    if (zeroCopy && blockBytes >= WHOLE_BLOCK_FRAME_BYTES && blockBytes <= room) chunkTokens = layout.blockSize;
-    else if (chunkTokens >= layout.blockSize) chunkTokens -= chunkTokens % layout.blockSize;
+    // Frames end on block boundaries, so that (at equal block sizes) the receiver's regions are whole blocks.
+    if (chunkTokens >= layout.blockSize) chunkTokens -= chunkTokens % layout.blockSize;
     const aligned = chunkTokens % layout.blockSize === 0;
     const inFlight = zeroCopy ? Math.max(this.framesInFlight, Math.floor(ZERO_COPY_QUEUE_BYTES / (chunkTokens * tokenBytes))) : this.framesInFlight;
     let bytes = 0;
@@ -489,7 +494,8 @@ export class KvTransferServer {
       // A pull that starts mid-block (the decode side had a prefix) sends the block's rest first.
       const n = Math.min(aligned ? chunkTokens - (p % layout.blockSize) : chunkTokens, end - p);
       const kvBytes = tokenMajorBytes(layout, n, layout.dtype);
-      const frame = zeroCopy ? this.poolFrame(stream.id, lease, p, n, kvBytes) : this.gatheredFrame(stream.id, lease, p, n, kvBytes);
+      const last = p + n === end;
+      const frame = zeroCopy ? this.poolFrame(stream.id, lease, p, n, kvBytes, last) : this.gatheredFrame(stream.id, lease, p, n, kvBytes, last);
       let settled = false;
       const settle = () => {
         if (settled) return;
@@ -507,11 +513,10 @@ export class KvTransferServer {
       if (zeroCopy) lease.framesQueued++;
       bytes += kvBytes;
       p += n;
+      // One writev per frame, not per batch: frame n is on its way while frame n+1 is checksummed.
       socket.cork();
       for (let i = 0; i < frame.chunks.length - 1; i++) socket.write(frame.chunks[i]!);
       socket.write(frame.chunks[frame.chunks.length - 1]!, settle);
-      // The END rides in the same writev as the last frame: one wake-up less for the puller.
-      if (p === end) socket.write(encodeControl(FrameType.END, stream.id, { tokens: end - start, bytes }));
       socket.uncork();
     }
     if (stream.cancelled || stream.conn.closed) return;
@@ -549,18 +554,14 @@ export class KvTransferServer {
         return;
       }
       const frame = Buffer.alloc(HEADER_BYTES + SIMULATED_SUBHEADER_BYTES);
-      frame.writeUInt32LE(p, HEADER_BYTES);
-      frame.writeUInt32LE(n, HEADER_BYTES + 4);
-      frame[HEADER_BYTES + 9] = DATA_FLAG_PAYLOADLESS; // dtype byte 8 stays 0: there is no data
+      const flags = DATA_FLAG_PAYLOADLESS | (p + n === end ? DATA_FLAG_LAST : 0);
+      writeSubheader(frame, HEADER_BYTES, { first: p, count: n, dtypeCode: 0, flags, pieceTokens: 0 }); // dtype 0: there is no data
       frame.writeUInt32LE(frameBytes % 2 ** 32, HEADER_BYTES + 12);
       frame.writeUInt32LE(Math.floor(frameBytes / 2 ** 32), HEADER_BYTES + 16);
       writeHeader(frame, FrameType.DATA, stream.id, SIMULATED_SUBHEADER_BYTES, frameChecksum(frame.subarray(HEADER_BYTES)));
       bytes += frameBytes;
       p += n;
-      socket.cork();
       socket.write(frame);
-      if (p === end) socket.write(encodeControl(FrameType.END, stream.id, { tokens, bytes }));
-      socket.uncork();
     }
     if (stream.cancelled || stream.conn.closed) return;
     if (tokens === 0) socket.write(encodeControl(FrameType.END, stream.id, { tokens: 0, bytes: 0 }));
@@ -583,13 +584,16 @@ export class KvTransferServer {
     }
   }
 
-  /** A DATA frame as a header plus views of the pool's rows, in token-major order: no copy. */
-  private poolFrame(streamId: number, lease: Lease, first: number, count: number, kvBytes: number): { chunks: Buffer[]; done: () => void } {
+  /**
+   * A DATA frame as a header plus views of the pool, one piece per block (token-major within it):
+   * no copy, and a whole block is one view; blocks adjacent in the pool merge into one.
+   */
+  private poolFrame(streamId: number, lease: Lease, first: number, count: number, kvBytes: number, last: boolean): { chunks: Buffer[]; done: () => void } {
     const pool = this.opts.pool!();
     const l = pool.layout;
     const rowBytes = kvDimOf(l) * eltBytes(l.dtype);
     const head = Buffer.allocUnsafe(HEADER_BYTES + DATA_SUBHEADER_BYTES);
-    writeSubheader(head, first, count, l.dtype);
+    writeSubheader(head, HEADER_BYTES, { first, count, dtypeCode: DTYPE_CODE[l.dtype], flags: last ? DATA_FLAG_LAST : 0, pieceTokens: l.blockSize });
     // In the engine the pool lies in its WebAssembly.Memory: the checksum reads the blocks in place.
     const ck = (pool.memory && pool.memory.buffer === pool.buffer ? checksumIn(pool.memory) : anyChecksum()).begin();
     ck.update(head.subarray(HEADER_BYTES));
@@ -603,35 +607,33 @@ export class KvTransferServer {
       ck.update(view);
       chunks.push(view);
     };
-    for (let layer = 0; layer < l.nLayers; layer++) {
-      for (let kv = 0; kv < 2; kv++) {
-        for (let p = first; p < first + count; ) {
-          const t = p % l.blockSize;
-          const run = Math.min(l.blockSize - t, first + count - p);
-          const at = poolRowOffset(l, lease.blockIds[Math.floor(p / l.blockSize)]!, layer, kv, t);
-          if (at === runAt + runBytes) runBytes += run * rowBytes;
+    forEachPiece(first, count, l.blockSize, (p, n) => {
+      const block = lease.blockIds[Math.floor(p / l.blockSize)]!;
+      for (let layer = 0; layer < l.nLayers; layer++) {
+        for (let kv = 0; kv < 2; kv++) {
+          const at = poolRowOffset(l, block, layer, kv, p % l.blockSize);
+          if (at === runAt + runBytes) runBytes += n * rowBytes;
           else {
             flush();
             runAt = at;
-            runBytes = run * rowBytes;
+            runBytes = n * rowBytes;
           }
-          p += run;
         }
       }
-    }
+    });
     flush();
     writeHeader(head, FrameType.DATA, streamId, DATA_SUBHEADER_BYTES + kvBytes, ck.end());
     return { chunks, done: () => {} };
   }
 
   /** A DATA frame gathered into one pooled buffer (pools with short rows: many tiny writes would cost more). */
-  private gatheredFrame(streamId: number, lease: Lease, first: number, count: number, kvBytes: number): { chunks: Buffer[]; done: () => void } {
+  private gatheredFrame(streamId: number, lease: Lease, first: number, count: number, kvBytes: number, last: boolean): { chunks: Buffer[]; done: () => void } {
     const pool = this.opts.pool!();
     const payloadBytes = DATA_SUBHEADER_BYTES + kvBytes;
     const buf = this.buffers.acquire(HEADER_BYTES + payloadBytes);
     const kvAt = HEADER_BYTES + DATA_SUBHEADER_BYTES;
     gatherTokens(pool, lease.blockIds, first, count, pool.layout.dtype, buf.subarray(kvAt, kvAt + kvBytes));
-    writeSubheader(buf, first, count, pool.layout.dtype);
+    writeSubheader(buf, HEADER_BYTES, { first, count, dtypeCode: DTYPE_CODE[pool.layout.dtype], flags: last ? DATA_FLAG_LAST : 0, pieceTokens: 0 });
     writeHeader(buf, FrameType.DATA, streamId, payloadBytes, frameChecksum(buf.subarray(HEADER_BYTES, HEADER_BYTES + payloadBytes)));
     return { chunks: [buf.subarray(0, HEADER_BYTES + payloadBytes)], done: () => this.buffers.release(buf) };
   }
@@ -639,12 +641,6 @@ export class KvTransferServer {
   private log(level: 'info' | 'warn', message: string): void {
     this.opts.log?.(level, `kv-transfer: ${message}`);
   }
-}
-
-function writeSubheader(frame: Buffer, first: number, count: number, dtype: KvDtype): void {
-  frame.writeUInt32LE(first, HEADER_BYTES);
-  frame.writeUInt32LE(count, HEADER_BYTES + 4);
-  frame.writeUInt32LE(DTYPE_CODE[dtype], HEADER_BYTES + 8); // u8 dtype + 3 zero bytes
 }
 
 function validateLink(l: SimulatedLink): SimulatedLink {

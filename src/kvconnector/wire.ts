@@ -2,16 +2,19 @@
 //
 // Every frame is a 16-byte header followed by the payload (all integers little-endian):
 //   0  u8[2] magic "TK"
-//   2  u8    protocol version (2)
+//   2  u8    protocol version (3)
 //   3  u8    frame type
 //   4  u32   stream id (0 = the connection itself; otherwise one pull/release, chosen by the client)
 //   8  u32   payload length
 //   12 u32   checksum of the payload (checksum.ts: 4-stream Fletcher-4 folded to 32 bits)
 // Control payloads (HELLO, PULL, END, RELEASE, ERROR, ...) are small UTF-8 JSON objects, validated
 // field by field. DATA payloads are binary: a 12-byte sub-header (u32 first token, u32 token count,
-// u8 dtype, 3 zero bytes) followed by the KV of those tokens in token-major format
-// (src/engine/kv-layout.ts) in the sender's pool dtype. 16 + 12 = 28 keeps the KV bytes 4-aligned
-// in the sender's frame buffer, so gatherTokens writes straight into it.
+// u8 dtype, u8 flags, u16 piece tokens) followed by the KV of those tokens in the sender's pool
+// dtype, as pieces: the tokens are cut at multiples of `piece tokens` (the sender's block size; 0 =
+// one piece) and each piece is in token-major format (src/engine/kv-layout.ts). A whole-block piece
+// is exactly the bytes the pool stores for that block, so a frame of many blocks is one writev of
+// pool views and lands as one region per block. 16 + 12 = 28 keeps the KV bytes 4-aligned in the
+// sender's frame buffer, so gatherTokens writes straight into it.
 //
 // The reader lands large payloads straight in one reusable, pre-faulted buffer (net's `onread`
 // hook hands the kernel the exact region to fill) and checksums each read as it lands, while the
@@ -22,12 +25,19 @@
 import type { KvDtype } from '../kernels/types.ts';
 import { FrameChecksum, frameChecksum } from './checksum.ts';
 
-/** 2: the frame checksum became checksum.ts's Fletcher-4 (version 1 used CRC-32). */
-export const PROTOCOL_VERSION = 2;
+/**
+ * 3: DATA frames carry several whole-block pieces (sub-header u16 piece tokens) and the last one
+ * of a pull carries DATA_FLAG_LAST instead of a separate END. 2: the frame checksum became
+ * checksum.ts's Fletcher-4 (version 1 used CRC-32).
+ */
+export const PROTOCOL_VERSION = 3;
 export const HEADER_BYTES = 16;
 export const DATA_SUBHEADER_BYTES = 12;
-/** DATA sub-header byte 9: the frame carries no KV, only its size (simulated engines). */
+/** DATA sub-header byte 9 (flags), bit 0: the frame carries no KV, only its size (simulated engines). */
 export const DATA_FLAG_PAYLOADLESS = 1;
+/** DATA flags bit 1: the pull's last frame; no END follows (one frame, one read less per pull). */
+export const DATA_FLAG_LAST = 2;
+const DATA_FLAGS_KNOWN = DATA_FLAG_PAYLOADLESS | DATA_FLAG_LAST;
 /** A payload-less DATA frame: the sub-header, then u32 lo, u32 hi of the KV bytes it stands for. */
 export const SIMULATED_SUBHEADER_BYTES = DATA_SUBHEADER_BYTES + 8;
 const MAGIC_0 = 0x54; // 'T'
@@ -116,6 +126,47 @@ export function encodeControl(type: FrameType, streamId: number, body?: object):
 
 export const DTYPE_CODE: Record<KvDtype, number> = { f32: 1, f16: 2 };
 
+/** A DATA frame's sub-header, decoded; `pieceTokens` 0 means the frame is one token-major piece. */
+export interface DataSubheader {
+  first: number;
+  count: number;
+  /** 0 on payload-less frames */
+  dtypeCode: number;
+  flags: number;
+  pieceTokens: number;
+}
+
+export function writeSubheader(buf: Uint8Array, at: number, s: DataSubheader): void {
+  const dv = new DataView(buf.buffer, buf.byteOffset + at, DATA_SUBHEADER_BYTES);
+  dv.setUint32(0, s.first, true);
+  dv.setUint32(4, s.count, true);
+  dv.setUint8(8, s.dtypeCode);
+  dv.setUint8(9, s.flags);
+  dv.setUint16(10, s.pieceTokens, true);
+}
+
+/** Decode (and check the flags of) a DATA sub-header; `buf` holds at least DATA_SUBHEADER_BYTES. */
+export function readSubheader(buf: Uint8Array): DataSubheader {
+  if (buf.length < DATA_SUBHEADER_BYTES) throw new WireError('corrupt', 'DATA frame shorter than its sub-header');
+  const dv = new DataView(buf.buffer, buf.byteOffset, DATA_SUBHEADER_BYTES);
+  const flags = dv.getUint8(9);
+  if (flags & ~DATA_FLAGS_KNOWN) throw new WireError('corrupt', `DATA frame with unknown flags 0x${flags.toString(16)}`);
+  return { first: dv.getUint32(0, true), count: dv.getUint32(4, true), dtypeCode: dv.getUint8(8), flags, pieceTokens: dv.getUint16(10, true) };
+}
+
+/**
+ * Visit the pieces of tokens [first, first+count): cut at multiples of pieceTokens (0: one piece).
+ * The wire's piece order; each piece's bytes are token-major over its own tokens.
+ */
+export function forEachPiece(first: number, count: number, pieceTokens: number, visit: (start: number, n: number) => void): void {
+  const end = first + count;
+  for (let p = first; p < end; ) {
+    const n = pieceTokens > 0 ? Math.min(pieceTokens - (p % pieceTokens), end - p) : end - p;
+    visit(p, n);
+    p += n;
+  }
+}
+
 export function dtypeFromCode(code: number): KvDtype | undefined {
   return code === 1 ? 'f32' : code === 2 ? 'f16' : undefined;
 }
@@ -126,18 +177,18 @@ export function prefaulted(bytes: number): Buffer {
 }
 
 const SCRATCH_BYTES = 64 * 1024;
+const FRAME_HEAD_BYTES = HEADER_BYTES + DATA_SUBHEADER_BYTES;
 const MIN_READ_ROOM = 8 * 1024;
 const WASM_PAGE = 64 * 1024;
 /** Large payloads land here in the reader's memory, after the scratch. */
 const BIG_AT = SCRATCH_BYTES;
 
 /**
- * Where a large DATA frame's payload goes instead of the reader's buffer: its first `headBytes`
- * (the sub-header) into a small buffer, the rest, in order, into `regions` of `checksum.memory`
- * (the destination KV blocks). `checksum` must be this reader's alone: it runs across reads.
+ * Where a large DATA frame's payload goes instead of the reader's buffer: its sub-header into a
+ * small buffer, the rest, in order, into `regions` of `checksum.memory` (the destination KV
+ * blocks). `checksum` must be this reader's alone: it runs across reads.
  */
 export interface Landing {
-  headBytes: number;
   regions: [offset: number, bytes: number][];
   checksum: FrameChecksum;
 }
@@ -169,15 +220,16 @@ export class FrameReader {
   private landing: { h: FrameHeader; head: Buffer; segments: Buffer[]; at: number[]; seg: number; filled: number; got: number; ck: FrameChecksum } | null = null;
 
   /**
-   * @param land asked for every DATA frame too large for the scratch, before any of its payload is
-   *   read; returning a Landing makes the payload land in place, and onFrame then gets only the
-   *   sub-header (with `landed` true). The checksum is still verified before onFrame.
+   * @param land asked for every DATA frame too large for the scratch once its sub-header is in,
+   *   before the rest of its payload is read; returning a Landing makes the KV land in place, and
+   *   onFrame then gets only the sub-header (with `landed` true). The checksum is still verified
+   *   (over the sub-header too) before onFrame.
    */
   constructor(
     private readonly maxPayload: (type: FrameType) => number,
     private readonly onFrame: (h: FrameHeader, payload: Buffer, landed: boolean) => void,
     private readonly onError: (err: WireError) => void,
-    private readonly land?: (h: FrameHeader) => Landing | null,
+    private readonly land?: (h: FrameHeader, subheader: Buffer) => Landing | null,
   ) {}
 
   /** Bytes of an incomplete frame are buffered (an EOF now means a truncated frame). */
@@ -199,7 +251,8 @@ export class FrameReader {
       this.end -= this.start;
       this.start = 0;
     }
-    if (this.headerFirst && this.end - this.start < HEADER_BYTES) return this.scratch.subarray(this.end, this.start + HEADER_BYTES);
+    // Header and DATA sub-header in one read: the landing is decided from both.
+    if (this.headerFirst && this.end - this.start < FRAME_HEAD_BYTES) return this.scratch.subarray(this.end, this.start + FRAME_HEAD_BYTES);
     return this.scratch.subarray(this.end);
   }
 
@@ -260,9 +313,12 @@ export class FrameReader {
         continue;
       }
       if (HEADER_BYTES + h.length <= this.scratch.length) break; // small frame: wait for the rest
+      const mayLand = h.type === FrameType.DATA && this.land !== undefined;
+      if (mayLand && have < DATA_SUBHEADER_BYTES) break; // the landing depends on the sub-header
       let landing: Landing | null = null;
       try {
-        landing = h.type === FrameType.DATA && this.land ? this.land(h) : null;
+        const at = this.start + HEADER_BYTES;
+        landing = mayLand ? this.land!(h, this.scratch.subarray(at, at + DATA_SUBHEADER_BYTES)) : null;
       } catch (err) {
         this.fail(new WireError('corrupt', `cannot place a DATA frame of ${h.length} bytes: ${(err as Error).message}`));
         return;
@@ -284,7 +340,7 @@ export class FrameReader {
   }
 
   private startLanding(h: FrameHeader, l: Landing): void {
-    const head = Buffer.alloc(l.headBytes);
+    const head = Buffer.alloc(DATA_SUBHEADER_BYTES);
     const mem = l.checksum.memory.buffer;
     const segments = [head, ...l.regions.map(([offset, bytes]) => Buffer.from(mem, offset, bytes))];
     const total = segments.reduce((n, b) => n + b.length, 0);

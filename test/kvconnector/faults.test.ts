@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { gatherTokens } from '../../src/engine/kv-layout.ts';
 import { KvTransferClient, KvTransferError, type PullKvOptions } from '../../src/kvconnector/index.ts';
-import { encodeControl, FrameReader, FrameType, HEADER_BYTES, parseControl, PROTOCOL_VERSION, writeHeader, type FrameHeader } from '../../src/kvconnector/wire.ts';
+import { DATA_FLAG_LAST, encodeControl, FrameReader, FrameType, HEADER_BYTES, parseControl, PROTOCOL_VERSION, writeHeader, type FrameHeader } from '../../src/kvconnector/wire.ts';
 import { frameChecksum } from '../../src/kvconnector/checksum.ts';
 import { compatOf, makePool, scatteredBlocks, ServerProcess, type ServerConfig } from './helpers.ts';
 
@@ -155,13 +155,14 @@ async function fakeServer(onPull: Behaviour, silent = false) {
   return { port, allClosed, close: () => new Promise<void>((resolve) => (sockets.forEach((s) => s.destroy()), server.close(() => resolve()))) };
 }
 
-/** One DATA frame for tokens [first, first+count) of the test shape in f32 (values: zeros). */
-function dataFrame(streamId: number, first: number, count: number): Buffer {
+/** One DATA frame for tokens [first, first+count) of the test shape in f32 (values: zeros), one token-major piece. */
+function dataFrame(streamId: number, first: number, count: number, flags = 0): Buffer {
   const kv = count * 4 * 2 * 128 * 4;
   const frame = Buffer.alloc(HEADER_BYTES + 12 + kv);
   frame.writeUInt32LE(first, HEADER_BYTES);
   frame.writeUInt32LE(count, HEADER_BYTES + 4);
   frame[HEADER_BYTES + 8] = 1;
+  frame[HEADER_BYTES + 9] = flags;
   writeHeader(frame, FrameType.DATA, streamId, 12 + kv, frameChecksum(frame.subarray(HEADER_BYTES)));
   return frame;
 }
@@ -180,6 +181,8 @@ const misbehaviours: [string, Behaviour, RegExp][] = [
   ['garbage', (sock) => sock.write(Buffer.alloc(64, 0xab)), /magic/],
   ['DATA for tokens that were not asked for', (sock, id) => sock.write(dataFrame(id, 8, 4)), /expecting token 0/],
   ['an END that does not add up', (sock, id) => sock.write(Buffer.concat([dataFrame(id, 0, 4), encodeControl(FrameType.END, id, { tokens: 8, bytes: 1 })])), /END says/],
+  ['a DATA frame flagged last before the last token', (sock, id) => sock.write(dataFrame(id, 0, 4, DATA_FLAG_LAST)), /last DATA frame ends at token 4/],
+  ['a DATA frame with unknown flags', (sock, id) => sock.write(dataFrame(id, 0, 4, 0x80)), /unknown flags/],
 ];
 
 for (const [what, behaviour, message] of misbehaviours) {
@@ -206,7 +209,8 @@ const landingMisbehaviours: [string, Behaviour, RegExp][] = [
     },
     /checksum mismatch/,
   ],
-  ['a landed DATA frame whose sub-header contradicts it', (sock, id) => sock.write(dataFrame(id, 1, 32)), /contradicts/],
+  // The landing is decided from the sub-header: a frame for other tokens is refused, not landed.
+  ['a large DATA frame for tokens not asked for', (sock, id) => sock.write(dataFrame(id, 1, 32)), /expecting token 0/],
   ['a DATA frame cut off while landing', (sock, id) => sock.end(dataFrame(id, 0, 32).subarray(0, 100_000)), /truncated/],
 ];
 

@@ -14,8 +14,8 @@ const HOST = '127.0.0.1';
 const A_CFG: ServerConfig = { engineId: 'engine-A', blockSize: 16, numBlocks: 96, dtype: 'f32', seed: 11, frameBytes: 16 * 1024, wasm: true };
 // B: f16 pool, 4-token blocks, default 1 MiB frames (large-frame path), HMAC tokens.
 const B_CFG: ServerConfig = { engineId: 'engine-B', blockSize: 4, numBlocks: 400, dtype: 'f16', seed: 22, secret: 's3cret' };
-// C: f32 pool in wasm memory, 32-token blocks of 128 KiB: one whole block per frame.
-const C_CFG: ServerConfig = { engineId: 'engine-C', blockSize: 32, numBlocks: 100, dtype: 'f32', seed: 33, wasm: true };
+// C: f32 pool in wasm memory, 32-token blocks of 128 KiB: 1 MiB frames of eight whole-block pieces.
+const C_CFG: ServerConfig = { engineId: 'engine-C', blockSize: 32, numBlocks: 100, dtype: 'f32', seed: 33, frameBytes: 1 << 20, wasm: true };
 let A: ServerProcess;
 let B: ServerProcess;
 let C: ServerProcess;
@@ -96,9 +96,9 @@ test('f16 → f16 (4 → 16) and f16 → f32 (4 → 5) are exact, with 1 MiB fra
 });
 
 test('KV in the destination dtype lands in place in a wasm-memory pool (whole frames, mid-block starts, other block sizes)', async () => {
-  const n = 700; // 2.8 MB of f32 KV in frames of one whole 128 KiB block, each larger than the reader's scratch
+  const n = 700; // 2.8 MB of f32 KV in three frames of whole 128 KiB blocks (pieces), each larger than the reader's scratch
   for (const [i, d] of [
-    [0, { blockSize: 32, numBlocks: 24, dtype: 'f32', wasm: true }], // each frame is one region
+    [0, { blockSize: 32, numBlocks: 24, dtype: 'f32', wasm: true }], // each piece is one region
     [37, { blockSize: 64, numBlocks: 12, dtype: 'f32', wasm: true }], // mid-block start, frames span two blocks
     [40, { blockSize: 8, numBlocks: 90, dtype: 'f32', wasm: true }], // 4 KiB regions: not worth landing, scattered
     [5, { blockSize: 32, numBlocks: 24, dtype: 'f16', wasm: true }], // other dtype: converted, not landed
