@@ -391,7 +391,17 @@ export class Gateway {
   /** Runs the legs; returns the route actually taken. */
   private async dispatch(ex: Exchange, result: SchedulingResult): Promise<SchedulingResult['decision']> {
     if (result.decision === 'prefill-decode' && result.prefill?.length) {
-      const pre = await this.prefillLeg(ex, result.prefill);
+      // The decode engine is chosen now (decode-first): count the request against it from now, so a
+      // burst of arrivals spreads over the decode pool instead of finding every decode engine idle
+      // until the prefills finish.
+      const reserved = result.decode[0] as EndpointState | undefined;
+      if (reserved) reserved.inflight++;
+      let pre;
+      try {
+        pre = await this.prefillLeg(ex, result.prefill);
+      } finally {
+        if (reserved) reserved.inflight--;
+      }
       if (pre) {
         ex.headers['x-tandem-route'] = 'prefill-decode';
         ex.headers['x-tandem-prefill-endpoint'] = pre.endpoint.id;
