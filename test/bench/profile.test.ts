@@ -51,3 +51,26 @@ test('tandem profile refuses a sweep longer than the model and a missing URL', a
     await real.stop();
   }
 });
+
+test('calibrating a simulated engine recovers its own profile (the measurement method is sound)', async () => {
+  const sim = await startServe(['--simulate', 'h200-llama8b']);
+  const out = join(mkdtempSync(join(tmpdir(), 'tandem-prof-')), 'h200-measured.json');
+  try {
+    assert.equal(await profileMain(['--from-engine', sim.url, '--out', out, '--prompts', '1024,4096', '--batches', '1,32', '--contexts', '1024', '--decode-tokens', '16', '--repeats', '2']), 0);
+  } finally {
+    await sim.stop();
+  }
+  const measured = loadProfile(out);
+  const truth = new TimingModel(loadProfile('h200-llama8b'));
+  // a simulated step never ends early; it may end late on a busy machine, so the upper bounds are loose
+  for (const [tokens, ms] of measured.prefill) {
+    const want = truth.prefillMs(tokens);
+    assert.ok(ms >= want * 0.97 && ms <= want * 1.3, `prefill ${tokens}: measured ${ms} ms, profile ${want} ms`);
+  }
+  for (const [batch, ctx, ms] of measured.decode) {
+    const want = truth.decodeMs(batch, ctx);
+    assert.ok(ms >= want * 0.97 && ms <= want * 1.6, `decode batch ${batch} at ${ctx}: measured ${ms} ms, profile ${want.toFixed(2)} ms`);
+  }
+  assert.equal(measured.kvBytesPerToken, 131072);
+  assert.equal(measured.kvCacheTokens, Math.floor(860000 / 16) * 16);
+});
