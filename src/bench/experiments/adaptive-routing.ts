@@ -2,10 +2,10 @@
 // single-user requests (5 and 59 prompt tokens) through the default-style threshold decider, with the
 // route each took; then a sweep of prompt lengths comparing always-split, never-split, the threshold
 // (prefix-based) decider and the cost-model decider, all on the same 1 prefill + 1 decode engines.
-import http from 'node:http';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { streamRequest } from '../loadgen/index.ts';
 import type { LineChart } from '../plot.ts';
 import { schedulerConfig, startUp, type Decider } from './cluster.ts';
 import { fmt, p, scale, table, type Experiment, type ModeReport, type RunOptions } from './common.ts';
@@ -20,54 +20,18 @@ interface Probe {
   error?: string;
 }
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-
-/** One streamed completion through the gateway, keeping the route headers the gateway answers with. */
-function probe(url: string, body: Record<string, unknown>): Promise<Probe> {
-  const u = new URL(url);
-  const t0 = performance.now();
-  return new Promise((resolve) => {
-    const fail = (error: string) => resolve({ route: 'error', decision: '', ttftMs: NaN, itls: [], e2eMs: NaN, tokens: 0, error });
-    const req = http.request({ host: u.hostname, port: u.port, path: '/v1/completions', method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
-      let buf = '';
-      res.setEncoding('utf8');
-      if (res.statusCode !== 200) {
-        res.on('data', (d) => (buf += d));
-        res.on('end', () => fail(`HTTP ${res.statusCode}: ${buf.slice(0, 200)}`));
-        return;
-      }
-      let tokens = 0;
-      let last = 0;
-      let ttft = NaN;
-      const itls: number[] = [];
-      res.on('data', (d: string) => {
-        buf += d;
-        let i;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
-          const ev = buf.slice(0, i);
-          buf = buf.slice(i + 2);
-          if (!ev.startsWith('data: ') || ev === 'data: [DONE]' || !ev.includes('"choices":[{')) continue;
-          const now = performance.now();
-          if (tokens++ === 0) ttft = now - t0;
-          else itls.push(now - last);
-          last = now;
-        }
-      });
-      res.on('end', () =>
-        resolve({
-          route: String(res.headers['x-tandem-route'] ?? 'unknown'),
-          decision: String(res.headers['x-tandem-decision'] ?? ''),
-          ttftMs: ttft,
-          itls,
-          e2eMs: performance.now() - t0,
-          tokens,
-        }),
-      );
-      res.on('error', (e) => fail(e.message));
-    });
-    req.on('error', (e) => fail(e.message));
-    req.end(JSON.stringify({ ...body, stream: true }));
-  });
+/** One streamed completion through the gateway (the load generator's client), keeping the route it took. */
+async function probe(url: string, body: Record<string, unknown>): Promise<Probe> {
+  const r = await streamRequest({ url: new URL('/v1/completions', url), body: { ...body, stream: true }, promptLen: 0 }, performance.now());
+  if (!r.success) return { route: 'error', decision: '', ttftMs: NaN, itls: [], e2eMs: NaN, tokens: 0, error: r.error };
+  return {
+    route: r.route?.route ?? 'unknown',
+    decision: r.route?.decision ?? '',
+    ttftMs: r.ttft * 1000,
+    itls: r.itl.map((s) => s * 1000),
+    e2eMs: r.latency * 1000,
+    tokens: r.outputTokens,
+  };
 }
 
 const DECIDERS: { name: string; decider: Decider }[] = [
