@@ -13,6 +13,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseFlags, parseRate, UsageError } from '../cli/args.ts';
 import { validateProfile, type GpuProfile } from '../engine/simulate.ts';
+import { percentile } from './loadgen/index.ts';
 import { streamCompletion } from './serve-util.ts';
 
 const spec = {
@@ -38,11 +39,7 @@ const list = (s: string, flag: string) =>
     return n;
   });
 
-const median = (xs: number[]) => {
-  const s = xs.slice().sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
+const median = (xs: readonly number[]) => percentile(xs, 50);
 
 async function getJson(url: string, init?: RequestInit): Promise<any> {
   const r = await fetch(url, { ...init, signal: AbortSignal.timeout(30_000) });

@@ -5,7 +5,7 @@
 // streams, 16 engines) run on a laptop. Tokens are a deterministic function of the sequence (never a
 // stop token), so outputs are reproducible and equal with or without P/D.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../cli/args.ts';
@@ -39,7 +39,10 @@ const ALIASES: Record<string, string> = { 'h200-llama3-8b': 'h200-llama8b' };
 
 /** Names of the profiles shipped in profiles/. */
 export function builtinProfiles(): string[] {
-  return ['h200-llama8b', 'decode-accel-llama8b'];
+  return readdirSync(PROFILE_DIR)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => f.slice(0, -'.json'.length))
+    .sort();
 }
 
 /** A shipped profile name (profiles/<name>.json) or a path to a JSON profile, validated. */

@@ -37,7 +37,7 @@ test('profiles: aliases, shipped names, JSON files, and precise errors', () => {
   assert.throws(() => loadProfile(bad), /decode\[0\] must be 3 positive numbers/);
   writeFileSync(bad, JSON.stringify({ ...H200, kvTransfer: undefined }));
   assert.throws(() => loadProfile(bad), /kvTransfer/);
-  assert.throws(() => loadProfile('no-such-profile'), /not a shipped profile \(h200-llama8b, decode-accel-llama8b\)/);
+  assert.throws(() => loadProfile('no-such-profile'), /not a shipped profile \(decode-accel-llama8b, h200-llama8b\)/);
 });
 
 async function run(engine: TandemEngine, ids: number[], maxTokens: number, kvTransferParams?: Record<string, unknown>, requestId = 'same-id') {
