@@ -1,6 +1,5 @@
 // The OpenAI-facing boundary: request validation, prompt text for scheduling, P/D leg bodies
 // (llm-d's nixlv2 sidecar / vLLM toy proxy), and OpenAI-format errors.
-import type { ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import type { SchedulingRequest } from './types.ts';
 
@@ -20,7 +19,15 @@ export function errorBody(message: string, type: string, code: string | number, 
   return JSON.stringify({ error: { message, type, param, code } });
 }
 
-export function sendError(res: ServerResponse, e: HttpError, extra: Record<string, string> = {}): void {
+/** What `sendError` needs of an answer (the gateway's H1Response; node's ServerResponse fits too). */
+export interface ErrorSink {
+  readonly headersSent: boolean;
+  writeHead(status: number, headers: Record<string, string | number>): unknown;
+  end(body: string): unknown;
+  destroy(): unknown;
+}
+
+export function sendError(res: ErrorSink, e: HttpError, extra: Record<string, string> = {}): void {
   if (res.headersSent) {
     res.destroy();
     return;

@@ -1,9 +1,9 @@
-// The gateway: one OpenAI endpoint over pools of prefill and decode engines. Raw node:http in,
-// undici Pool per endpoint out; the body is parsed once, and a decode-only request is forwarded as the
-// client's original bytes. P/D requests run the two vLLM NIXL legs as llm-d's decode sidecar does.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+// The gateway: one OpenAI endpoint over pools of prefill and decode engines. Its own HTTP/1.1 server
+// in (h1-server.ts), its own keep-alive client per endpoint out (h1-client.ts); the body is parsed
+// once, and a decode-only request is forwarded as the client's original bytes. P/D requests run the
+// two vLLM NIXL legs as llm-d's decode sidecar does.
 import { randomUUID, timingSafeEqual } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
+import { H1Server, type H1Request, type H1Response } from './h1-server.ts';
 import { DEFAULT_CONFIG_YAML, loadSchedulerConfig } from './config.ts';
 import { EndpointPool, parseRegistration, RegistrationError, type EndpointSpec, type EndpointState, type PoolOptions } from './endpoints.ts';
 import { GatewayMetrics, type ErrorReason } from './metrics.ts';
@@ -62,14 +62,6 @@ function inferenceKind(url: string | undefined): 'completions' | 'chat' | undefi
   return undefined;
 }
 
-const kExchange = Symbol('exchange');
-type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange };
-
-/** One shared 'close' listener instead of a closure per request. */
-function onResponseClose(this: ExchangeResponse): void {
-  if (!this.writableFinished) this[kExchange]?.abort(new ClientGone('client disconnected'));
-}
-
 /** Uncached prompt tokens held against an endpoint until its first byte (token-load scorer, cost model). */
 class PendingTokens {
   constructor(
@@ -102,14 +94,17 @@ class Exchange implements Deadlined {
   listed = false;
 
   constructor(
-    readonly req: IncomingMessage,
-    readonly res: ServerResponse,
+    readonly req: H1Request,
+    readonly res: H1Response,
     readonly start: number,
     readonly path: string,
     /** response headers every answer carries */
     readonly headers: Record<string, string>,
     private readonly timeoutMs: number,
   ) {}
+
+  /** the client went away (H1Response.onclose) */
+  readonly clientGone = (): void => this.abort(new ClientGone('client disconnected'));
 
   abort(reason: Error): void {
     if (this.aborted) return;
@@ -130,7 +125,7 @@ export class Gateway {
   readonly scheduler: Scheduler;
   readonly metrics: GatewayMetrics;
   readonly rates = new ObservedRates();
-  readonly server: Server;
+  readonly server: H1Server;
   private inflight = 0;
   private readonly opts: Required<Omit<GatewayOptions, 'pool' | 'endpoints' | 'configText' | 'apiKeys'>> & { apiKeys: Buffer[] };
   readonly log: (line: string) => void;
@@ -164,30 +159,35 @@ export class Gateway {
     const indexes = config.producers.filter((p): p is typeof p & { index: BlockIndex } => 'index' in p).map((p) => ({ name: p.name, index: p.index }));
     this.metrics = new GatewayMetrics(this.pool, this.opts.processMetrics, indexes);
     for (const spec of options.endpoints ?? []) this.pool.upsert(spec, 'static');
-    const internalError = (res: ServerResponse) => (err: unknown) => {
+    const internalError = (res: H1Response) => (err: unknown) => {
       this.log(`internal error: ${(err as Error)?.stack ?? String(err)}`);
       sendError(res, new HttpError(500, 'internal gateway error', 'server_error', 'internal_error'));
     };
-    this.server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
-      // inference straight from the listener: one async frame (and promise) less per request
-      const kind = req.method === 'POST' ? inferenceKind(req.url) : undefined;
-      if (kind) this.inference(req, res, kind === 'completions' ? '/v1/completions' : '/v1/chat/completions', kind).catch(internalError(res));
-      else this.route(req, res).catch(internalError(res));
-    });
+    this.server = new H1Server(
+      (req, res) => {
+        // inference straight from the listener: one async frame (and promise) less per request
+        const kind = req.method === 'POST' ? inferenceKind(req.url) : undefined;
+        if (kind) this.inference(req, res, kind === 'completions' ? '/v1/completions' : '/v1/chat/completions', kind).catch(internalError(res));
+        else this.route(req, res).catch(internalError(res));
+      },
+      {
+        maxBodyBytes: this.opts.maxBodyBytes,
+        keepAliveTimeoutMs: 65_000,
+        errorBody: (status, message) => errorBody(message, 'invalid_request_error', status === 413 ? 'request_too_large' : 'bad_request'),
+      },
+      (err) => this.log(`internal error: ${(err as Error)?.stack ?? String(err)}`),
+    );
   }
 
   async listen(): Promise<this> {
     this.pool.start();
     this.deadlines.start();
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.opts.port, this.opts.host, () => resolve());
-    });
+    await this.server.listen(this.opts.port, this.opts.host);
     return this;
   }
 
   get port(): number {
-    return (this.server.address() as AddressInfo).port;
+    return this.server.address().port;
   }
 
   get url(): string {
@@ -195,14 +195,13 @@ export class Gateway {
   }
 
   async close(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    await this.server.close();
     this.deadlines.stop();
     await this.scheduler.close();
     await this.pool.close();
   }
 
-  private authorized(req: IncomingMessage): boolean {
+  private authorized(req: H1Request): boolean {
     if (this.opts.apiKeys.length === 0) return true;
     const h = req.headers.authorization;
     if (!h || !h.startsWith('Bearer ')) return false;
@@ -210,7 +209,7 @@ export class Gateway {
     return this.opts.apiKeys.some((k) => k.length === got.length && timingSafeEqual(k, got));
   }
 
-  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async route(req: H1Request, res: H1Response): Promise<void> {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q >= 0 ? url.slice(0, q) : url;
@@ -230,7 +229,7 @@ export class Gateway {
     }
     if (method === 'GET' && path === '/metrics') {
       const text = await this.metrics.registry.metrics();
-      res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+      res.writeHead(200, { 'content-type': this.metrics.registry.contentType, 'content-length': Buffer.byteLength(text) });
       res.end(text);
       return;
     }
@@ -240,7 +239,6 @@ export class Gateway {
     if (path === '/admin/endpoints' && method === 'DELETE') {
       // alias used by `tandem serve --register` on shutdown: DELETE /admin/endpoints?url=…
       const target = new URLSearchParams(q >= 0 ? url.slice(q + 1) : '').get('url');
-      req.resume();
       let id: string | undefined;
       try {
         id = target ? new URL(target).host : undefined;
@@ -251,11 +249,10 @@ export class Gateway {
       const removed = this.pool.remove(id, 'deregistered');
       return this.json(res, removed ? 200 : 404, { removed });
     }
-    req.resume();
     sendError(res, new HttpError(404, `no route for ${method} ${path}`, 'invalid_request_error', 'not_found'));
   }
 
-  private json(res: ServerResponse, status: number, obj: unknown): void {
+  private json(res: H1Response, status: number, obj: unknown): void {
     const body = JSON.stringify(obj);
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
     res.end(body);
@@ -266,9 +263,9 @@ export class Gateway {
     return { object: 'list', data: this.pool.knownModels().map((id) => ({ id, object: 'model', created, owned_by: 'tandem' })) };
   }
 
-  private async register(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async register(req: H1Request, res: H1Response): Promise<void> {
     try {
-      const raw = await readBody(req, 64 * 1024);
+      const raw = controlBody(req);
       let body: unknown;
       try {
         body = JSON.parse(raw.toString('utf8'));
@@ -285,9 +282,9 @@ export class Gateway {
     }
   }
 
-  private async deregister(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async deregister(req: H1Request, res: H1Response): Promise<void> {
     try {
-      const body = JSON.parse((await readBody(req, 64 * 1024)).toString('utf8')) as { url?: unknown };
+      const body = JSON.parse(controlBody(req).toString('utf8')) as { url?: unknown };
       if (typeof body?.url !== 'string') throw badRequest('url is required', 'url');
       let id: string;
       try {
@@ -306,9 +303,9 @@ export class Gateway {
 
   // ---------------------------------------------------------------- inference
 
-  private async inference(req: IncomingMessage, res: ServerResponse, path: string, kind: 'completions' | 'chat'): Promise<void> {
+  private async inference(req: H1Request, res: H1Response, path: string, kind: 'completions' | 'chat'): Promise<void> {
     const start = performance.now();
-    const requestId = (req.headers['x-request-id'] as string | undefined) || randomUUID();
+    const requestId = req.headers['x-request-id'] || randomUUID();
     const headers: Record<string, string> = { 'x-request-id': requestId };
     if (!this.authorized(req)) {
       this.metrics.error('unauthorized');
@@ -320,18 +317,15 @@ export class Gateway {
     }
     this.inflight++;
     const ex = new Exchange(req, res, start, path, headers, this.opts.requestTimeoutMs);
-    (res as ExchangeResponse)[kExchange] = ex;
-    res.on('close', onResponseClose);
+    res.onclose = ex.clientGone;
     this.deadlines.add(ex, start + this.opts.requestTimeoutMs);
     let route: SchedulingResult['decision'] = 'decode-only';
     try {
-      let raw: Buffer;
-      try {
-        raw = await readBody(req, this.opts.maxBodyBytes);
-      } catch (err) {
-        if (err instanceof HttpError && err.status === 413) this.metrics.error('body_too_large');
-        throw err;
+      if (req.bodyTooLarge) {
+        this.metrics.error('body_too_large');
+        throw new HttpError(413, `request body exceeds the limit of ${this.opts.maxBodyBytes} bytes`, 'invalid_request_error', 'request_too_large');
       }
+      const raw = req.body;
       let parsed: unknown;
       try {
         parsed = JSON.parse(raw.toString('utf8'));
@@ -382,7 +376,7 @@ export class Gateway {
       } else throw err;
     } finally {
       this.deadlines.remove(ex);
-      res.off('close', onResponseClose);
+      res.onclose = undefined;
       this.inflight--;
       this.metrics.observeDuration(route, (performance.now() - start) / 1000);
     }
@@ -619,6 +613,8 @@ class SseRelay implements StreamSink {
     this.rewriter = pd ? new SseUsageRewriter(pd.cachedTokens) : undefined;
   }
 
+  private readonly resumeLeg = (): void => this.leg.resume();
+
   private begin(): void {
     this.started = true;
     this.pending.release();
@@ -650,7 +646,7 @@ class SseRelay implements StreamSink {
     this.tail = lastBytes(this.tail, typeof data === 'string' ? Buffer.from(data) : data);
     const res = this.ex.res;
     if (!res.write(data)) {
-      res.once('drain', () => this.leg.resume());
+      res.ondrain = this.resumeLeg;
       return false;
     }
     return true;
@@ -704,14 +700,17 @@ function sanitize(s: string): string {
 
 /**
  * The client's end-to-end headers as one `name: value\r\n` block for the engine. Names and values come
- * from node's HTTP parser, which rejects CR, LF and NUL in them, so they can be written as they are.
+ * from H1Server's parser, which rejects control characters in them, so they can be written as they are.
  */
-function forwardHeaders(req: IncomingMessage, requestId: string, stripAuth: boolean): string {
+function forwardHeaders(req: H1Request, requestId: string, stripAuth: boolean): string {
   const out: string[] = [];
   const raw = req.rawHeaders;
+  // fields the client names in Connection are hop-by-hop too (RFC 9110 §7.6.1)
+  const conn = req.headers.connection;
+  const named = conn !== undefined && !/^\s*(keep-alive|close)\s*$/i.test(conn) ? new Set(conn.toLowerCase().split(',').map((t) => t.trim())) : undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i]!.toLowerCase();
-    if (HOP_BY_HOP.has(k) || k === 'x-request-id' || k === 'content-type' || (stripAuth && k === 'authorization')) continue;
+    if (HOP_BY_HOP.has(k) || k === 'x-request-id' || k === 'content-type' || (stripAuth && k === 'authorization') || named?.has(k)) continue;
     // repeated headers are joined, as a header object would
     let j = 0;
     while (j < out.length && out[j] !== k) j += 2;
@@ -723,29 +722,10 @@ function forwardHeaders(req: IncomingMessage, requestId: string, stripAuth: bool
   return `${block}x-request-id: ${requestId}\r\ncontent-type: application/json\r\n`;
 }
 
-export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = Number(req.headers['content-length']);
-  if (declared > limit) {
-    req.resume();
-    return Promise.reject(new HttpError(413, `request body of ${declared} bytes exceeds the limit of ${limit}`, 'invalid_request_error', 'request_too_large'));
-  }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(new HttpError(413, `request body exceeds the limit of ${limit} bytes`, 'invalid_request_error', 'request_too_large'));
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
-    req.on('error', reject);
-    req.on('aborted', () => reject(new ClientGone('client disconnected')));
-  });
+/** The body of a control-plane request (registration): small, so limited far below inference bodies. */
+function controlBody(req: H1Request): Buffer {
+  if (req.bodyTooLarge || req.body.length > 64 * 1024) throw new HttpError(413, 'request body exceeds the limit of 65536 bytes', 'invalid_request_error', 'request_too_large');
+  return req.body;
 }
 
 export async function startGateway(options: GatewayOptions = {}): Promise<Gateway> {
