@@ -1,7 +1,7 @@
 // Runs one scheduling cycle: data producers, then the profile handler, which runs profiles
 // (filters in order → weighted scorers, total = Σ weight · clamp(score, 0, 1) → picker).
 import type { Profile, SchedulerConfig } from './config.ts';
-import type { Endpoint, ProfileRunResult, ScoredEndpoint, SchedulingRequest, SchedulingResult } from './types.ts';
+import type { Endpoint, ProfileContext, ProfileRunResult, ScoredEndpoint, SchedulingRequest, SchedulingResult } from './types.ts';
 
 export class Scheduler {
   /** the profile names handed to the handler on every cycle (fixed by the config) */
@@ -45,18 +45,7 @@ export class Scheduler {
 
   /** The profile handler's part alone (producers already ran). */
   pick(req: SchedulingRequest, candidates: readonly Endpoint[]): SchedulingResult {
-    const { profiles } = this.config;
-    const memo = new Map<string, ProfileRunResult | undefined>();
-    return this.config.handler.schedule(req, {
-      profiles: this.profileNames as Set<string>,
-      run: (name) => {
-        if (memo.has(name)) return memo.get(name);
-        const profile = profiles.get(name);
-        const r = profile ? runProfile(profile, req, candidates) : undefined;
-        memo.set(name, r);
-        return r;
-      },
-    });
+    return this.config.handler.schedule(req, new ProfileRuns(this.profileNames, this.config.profiles, req, candidates));
   }
 
   /** Tell the producers where the request went (approximate prefix learning). */
@@ -66,6 +55,28 @@ export class Scheduler {
 
   async close(): Promise<void> {
     for (const p of this.config.producers) await p.close?.();
+  }
+}
+
+/**
+ * Runs each profile at most once per request. A class rather than an object literal of closures:
+ * the request path creates no named closures (tsx's keepNames turns each into a defineProperty call).
+ */
+class ProfileRuns implements ProfileContext {
+  private readonly memo = new Map<string, ProfileRunResult | undefined>();
+  constructor(
+    readonly profiles: ReadonlySet<string>,
+    private readonly defs: ReadonlyMap<string, Profile>,
+    private readonly req: SchedulingRequest,
+    private readonly candidates: readonly Endpoint[],
+  ) {}
+
+  run(name: string): ProfileRunResult | undefined {
+    if (this.memo.has(name)) return this.memo.get(name);
+    const profile = this.defs.get(name);
+    const r = profile ? runProfile(profile, this.req, this.candidates) : undefined;
+    this.memo.set(name, r);
+    return r;
   }
 }
 

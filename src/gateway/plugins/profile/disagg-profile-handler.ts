@@ -1,7 +1,7 @@
 // disagg-profile-handler (decode-first, llm-d's pickDecodeFirst): run the decode profile; if a
 // prefill profile exists and the prefill decider approves for the chosen decode endpoint, run the
 // prefill profile too. No prefill decider ⇒ P/D disabled.
-import { NoEndpointError, ParamError, type AnyPlugin, type Decider, type Endpoint, type ProfileHandler } from '../../types.ts';
+import { NoEndpointError, ParamError, type AnyPlugin, type Decider, type DeciderContext, type Endpoint, type ProfileContext, type ProfileHandler } from '../../types.ts';
 import type { PluginFactory } from '../context.ts';
 import { asParams, only } from '../params.ts';
 
@@ -58,15 +58,10 @@ export const disaggProfileHandler: PluginFactory = {
         if (!decider || !ctx.profiles.has(prefillProfile)) {
           return { decision: 'decode-only', decode: decode.targets, reason: 'P/D disabled (no prefill decider or profile)' };
         }
-        let prefillTargets: Endpoint[] | undefined;
-        const prefillRun = (): Endpoint[] => {
-          // the decode pick cannot also be its own remote prefiller
-          prefillTargets ??= (ctx.run(prefillProfile)?.targets ?? []).filter((e) => e.id !== target.id);
-          return prefillTargets;
-        };
-        const d = decider.decide(req, target, { prefillPick: () => prefillRun()[0] });
+        const prefillRun = new PrefillRun(ctx, prefillProfile, target.id);
+        const d = decider.decide(req, target, prefillRun);
         if (!d.disaggregate) return { decision: 'decode-only', decode: decode.targets, reason: d.reason };
-        const prefill = prefillRun();
+        const prefill = prefillRun.targets();
         if (prefill.length === 0) {
           return { decision: 'decode-only', decode: decode.targets, reason: `${d.reason}; no prefill endpoint available` };
         }
@@ -75,3 +70,23 @@ export const disaggProfileHandler: PluginFactory = {
     };
   },
 };
+
+/** The prefill profile's ranking, run once and only if asked (no closures per request: see ProfileRuns). */
+class PrefillRun implements DeciderContext {
+  private ranked: Endpoint[] | undefined;
+  constructor(
+    private readonly ctx: ProfileContext,
+    private readonly profile: string,
+    private readonly decodeId: string,
+  ) {}
+
+  targets(): Endpoint[] {
+    // the decode pick cannot also be its own remote prefiller
+    this.ranked ??= (this.ctx.run(this.profile)?.targets ?? []).filter((e) => e.id !== this.decodeId);
+    return this.ranked;
+  }
+
+  prefillPick(): Endpoint | undefined {
+    return this.targets()[0];
+  }
+}
