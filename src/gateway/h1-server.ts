@@ -36,8 +36,7 @@ const DEFAULTS: H1ServerOptions = {
 export class H1Request {
   /** `name, value, name, value…` as received */
   readonly rawHeaders: string[] = [];
-  /** lower-case names; repeated fields joined with ", " */
-  readonly headers: Record<string, string> = Object.create(null) as Record<string, string>;
+  private headerMap: Record<string, string> | undefined;
   body: Buffer = EMPTY;
   /** the declared or received body exceeded `maxBodyBytes`; `body` is empty and the connection closes after the answer */
   bodyTooLarge = false;
@@ -47,6 +46,30 @@ export class H1Request {
     readonly url: string,
     readonly httpVersion: '1.0' | '1.1',
   ) {}
+
+  /** A field's value by lower-case name (repeated fields joined with ", "); no map is built. */
+  get(name: string): string | undefined {
+    const raw = this.rawHeaders;
+    let out: string | undefined;
+    for (let i = 0; i < raw.length; i += 2) {
+      const k = raw[i]!;
+      if (k.length === name.length && (k === name || k.toLowerCase() === name)) out = out === undefined ? raw[i + 1]! : `${out}, ${raw[i + 1]!}`;
+    }
+    return out;
+  }
+
+  /** Every field by lower-case name, built on first use (the request path only needs `get`). */
+  get headers(): Record<string, string> {
+    if (this.headerMap) return this.headerMap;
+    const h = Object.create(null) as Record<string, string>;
+    const raw = this.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const k = raw[i]!.toLowerCase();
+      const prev = h[k];
+      h[k] = prev === undefined ? raw[i + 1]! : `${prev}, ${raw[i + 1]!}`;
+    }
+    return (this.headerMap = h);
+  }
 }
 
 export type H1Handler = (req: H1Request, res: H1Response) => void;
@@ -70,9 +93,11 @@ const CLOSING = 7;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** field values: no CTLs but HTAB (obs-text is allowed) */
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+/** a request head: CTLs but HTAB are invalid, and CR and LF may only appear together as CRLF */
+const BAD_HEAD_CHAR = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
 const BAD_TARGET = /[\x00-\x20\x7f]/;
 
-class ProtocolError extends Error {
+export class ProtocolError extends Error {
   constructor(
     readonly status: number,
     message: string,
@@ -444,85 +469,21 @@ class ServerConnection {
   }
 
   private startRequest(head: string): void {
-    const lines = head.split('\r\n');
-    const first = lines[0]!;
-    const sp1 = first.indexOf(' ');
-    const sp2 = first.lastIndexOf(' ');
-    if (sp1 <= 0 || sp2 === sp1) throw new ProtocolError(400, 'malformed request line');
-    const method = first.slice(0, sp1);
-    let target = first.slice(sp1 + 1, sp2);
-    const version = first.slice(sp2 + 1);
-    if (!TOKEN.test(method)) throw new ProtocolError(400, 'malformed request method');
-    if (target.length === 0 || BAD_TARGET.test(target)) throw new ProtocolError(400, 'malformed request target');
-    if (version !== 'HTTP/1.1' && version !== 'HTTP/1.0') {
-      if (/^HTTP\/\d\.\d$/.test(version)) throw new ProtocolError(505, `${version} is not supported`);
-      throw new ProtocolError(400, 'malformed request line');
-    }
-    if (target.charCodeAt(0) !== 0x2f && target !== '*') {
-      // absolute-form (RFC 9112 §3.2.2): keep the path and query
-      const m = /^https?:\/\/[^/?#]+(.*)$/i.exec(target);
-      if (!m) throw new ProtocolError(400, 'malformed request target');
-      target = m[1] || '/';
-    }
-    const http10 = version === 'HTTP/1.0';
-    const req = new H1Request(method, target, http10 ? '1.0' : '1.1');
-    const h = req.headers;
-    let hosts = 0;
-    let length = -1;
-    let chunked = false;
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i]!;
-      const c = line.indexOf(':');
-      if (c <= 0) {
-        if (line.charCodeAt(0) === 0x20 || line.charCodeAt(0) === 0x09) throw new ProtocolError(400, 'obsolete line folding is not accepted');
-        throw new ProtocolError(400, 'malformed header line');
-      }
-      const name = line.slice(0, c);
-      if (!TOKEN.test(name)) throw new ProtocolError(400, `malformed header name '${name.slice(0, 40)}'`);
-      const value = line.slice(c + 1).trim();
-      if (BAD_VALUE.test(value)) throw new ProtocolError(400, `invalid character in header '${name}'`);
-      const key = name.toLowerCase();
-      req.rawHeaders.push(name, value);
-      if (key === 'content-length') {
-        if (!/^\d{1,15}$/.test(value)) throw new ProtocolError(400, 'invalid content-length');
-        const n = Number(value);
-        if (length >= 0 && n !== length) throw new ProtocolError(400, 'conflicting content-length fields');
-        length = n;
-        h[key] = value;
-        continue;
-      }
-      if (key === 'host' && ++hosts > 1) throw new ProtocolError(400, 'more than one host field');
-      if (key === 'transfer-encoding') {
-        if (http10) throw new ProtocolError(400, 'transfer-encoding in an HTTP/1.0 request');
-        const codings = value.toLowerCase().split(',').map((s) => s.trim());
-        if (codings[codings.length - 1] !== 'chunked') throw new ProtocolError(400, 'transfer-encoding must end with chunked');
-        if (codings.length > 1 || chunked) throw new ProtocolError(501, `transfer-coding '${value}' is not supported`);
-        chunked = true;
-      }
-      const prev = h[key];
-      h[key] = prev === undefined ? value : `${prev}, ${value}`;
-    }
-    if (chunked && length >= 0) throw new ProtocolError(400, 'both content-length and transfer-encoding');
-    if (!http10 && hosts === 0) throw new ProtocolError(400, 'missing host field');
-
-    const conn = h.connection?.toLowerCase();
-    this.http10 = http10;
-    this.keepAlive = http10 ? conn !== undefined && /(^|,)\s*keep-alive\s*(,|$)/.test(conn) : !(conn !== undefined && /(^|,)\s*close\s*(,|$)/.test(conn));
+    const { req, length, chunked, keepAlive, expectContinue } = parseRequestHead(head);
+    this.http10 = req.httpVersion === '1.0';
+    this.keepAlive = keepAlive;
     this.req = req;
     this.bodyBuf = EMPTY;
     this.bodyLen = 0;
-    this.chunks = [];
-
-    const expect = h.expect;
-    if (expect !== undefined && expect.toLowerCase() !== '100-continue') throw new ProtocolError(417, `expectation '${expect}' is not supported`);
-    const hasBody = chunked || length > 0;
     if (length > this.server.opts.maxBodyBytes) {
       req.bodyTooLarge = true;
       return this.dispatch();
     }
-    if (expect !== undefined && hasBody && !http10) this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
-    if (chunked) this.state = READ_CHUNK_SIZE;
-    else if (length > 0) {
+    if (expectContinue && (chunked || length > 0) && !this.http10) this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+    if (chunked) {
+      this.chunks = [];
+      this.state = READ_CHUNK_SIZE;
+    } else if (length > 0) {
       this.remaining = length;
       this.state = READ_BODY;
     } else this.dispatch();
@@ -542,6 +503,112 @@ class ServerConnection {
     this.bodyBuf = EMPTY;
     this.server.handle(req, res);
   }
+}
+
+export interface ParsedHead {
+  req: H1Request;
+  /** declared content-length, -1 when none */
+  length: number;
+  chunked: boolean;
+  keepAlive: boolean;
+  expectContinue: boolean;
+}
+
+/** Parses a request head (without its final CRLF CRLF); throws ProtocolError with the status to answer. */
+export function parseRequestHead(head: string): ParsedHead {
+  // one scan of the whole head for control characters (HTAB allowed, CR and LF only as CRLF)
+  if (BAD_HEAD_CHAR.test(head)) throw new ProtocolError(400, 'invalid character in the request head');
+  let eol = head.indexOf('\r\n');
+  if (eol < 0) eol = head.length;
+  const sp1 = head.indexOf(' ');
+  const sp2 = head.lastIndexOf(' ', eol);
+  if (sp1 <= 0 || sp2 <= sp1 || sp1 >= eol) throw new ProtocolError(400, 'malformed request line');
+  const method = head.slice(0, sp1);
+  let target = head.slice(sp1 + 1, sp2);
+  const version = head.slice(sp2 + 1, eol);
+  if (!TOKEN.test(method)) throw new ProtocolError(400, 'malformed request method');
+  if (target.length === 0 || BAD_TARGET.test(target)) throw new ProtocolError(400, 'malformed request target');
+  if (version !== 'HTTP/1.1' && version !== 'HTTP/1.0') {
+    if (/^HTTP\/\d\.\d$/.test(version)) throw new ProtocolError(505, `${version} is not supported`);
+    throw new ProtocolError(400, 'malformed request line');
+  }
+  if (target.charCodeAt(0) !== 0x2f && target !== '*') {
+    // absolute-form (RFC 9112 §3.2.2): keep the path and query
+    const m = /^https?:\/\/[^/?#]+(.*)$/i.exec(target);
+    if (!m) throw new ProtocolError(400, 'malformed request target');
+    target = m[1] || '/';
+  }
+  const http10 = version === 'HTTP/1.0';
+  const req = new H1Request(method, target, http10 ? '1.0' : '1.1');
+  const raw = req.rawHeaders;
+  let hosts = 0;
+  let length = -1;
+  let chunked = false;
+  let conn: string | undefined;
+  let expect: string | undefined;
+  let pos = eol + 2;
+  while (pos < head.length) {
+    let end = head.indexOf('\r\n', pos);
+    if (end < 0) end = head.length;
+    const c = head.indexOf(':', pos);
+    if (c < 0 || c >= end || c === pos) {
+      const first = head.charCodeAt(pos);
+      if (first === 0x20 || first === 0x09) throw new ProtocolError(400, 'obsolete line folding is not accepted');
+      throw new ProtocolError(400, 'malformed header line');
+    }
+    const name = head.slice(pos, c);
+    if (!TOKEN.test(name)) throw new ProtocolError(400, `malformed header name '${name.slice(0, 40)}'`);
+    // OWS is SP / HTAB only (String.trim would also eat obs-text such as NBSP)
+    let vs = c + 1;
+    let ve = end;
+    while (vs < ve && (head.charCodeAt(vs) === 0x20 || head.charCodeAt(vs) === 0x09)) vs++;
+    while (ve > vs && (head.charCodeAt(ve - 1) === 0x20 || head.charCodeAt(ve - 1) === 0x09)) ve--;
+    const value = head.slice(vs, ve);
+    raw.push(name, value);
+    pos = end + 2;
+    // the fields the server itself acts on, found by length before any case folding
+    switch (name.length) {
+      case 4:
+        if (name.toLowerCase() === 'host' && ++hosts > 1) throw new ProtocolError(400, 'more than one host field');
+        break;
+      case 6:
+        if (name.toLowerCase() === 'expect') expect = expect === undefined ? value : `${expect}, ${value}`;
+        break;
+      case 10:
+        if (name.toLowerCase() === 'connection') conn = conn === undefined ? value : `${conn}, ${value}`;
+        break;
+      case 14:
+        if (name.toLowerCase() === 'content-length') {
+          if (!/^\d{1,15}$/.test(value)) throw new ProtocolError(400, 'invalid content-length');
+          const n = Number(value);
+          if (length >= 0 && n !== length) throw new ProtocolError(400, 'conflicting content-length fields');
+          length = n;
+        }
+        break;
+      case 17:
+        if (name.toLowerCase() === 'transfer-encoding') {
+          if (http10) throw new ProtocolError(400, 'transfer-encoding in an HTTP/1.0 request');
+          const codings = value.toLowerCase().split(',').map((s) => s.trim());
+          if (codings[codings.length - 1] !== 'chunked') throw new ProtocolError(400, 'transfer-encoding must end with chunked');
+          if (codings.length > 1 || chunked) throw new ProtocolError(501, `transfer-coding '${value}' is not supported`);
+          chunked = true;
+        }
+        break;
+    }
+  }
+  if (chunked && length >= 0) throw new ProtocolError(400, 'both content-length and transfer-encoding');
+  if (!http10 && hosts === 0) throw new ProtocolError(400, 'missing host field');
+  const keepAlive = http10 ? conn !== undefined && hasToken(conn, 'keep-alive') : conn === undefined || !hasToken(conn, 'close');
+  if (expect !== undefined && expect.toLowerCase() !== '100-continue') throw new ProtocolError(417, `expectation '${expect}' is not supported`);
+  return { req, length, chunked, keepAlive, expectContinue: expect !== undefined };
+}
+
+/** `token` among the comma-separated tokens of a field value (case-insensitive). */
+function hasToken(value: string, token: string): boolean {
+  const v = value.toLowerCase();
+  if (v === token) return true;
+  for (const t of v.split(',')) if (t.trim() === token) return true;
+  return false;
 }
 
 export class H1Server {

@@ -207,7 +207,7 @@ export class Gateway {
 
   private authorized(req: H1Request): boolean {
     if (this.opts.apiKeys.length === 0) return true;
-    const h = req.headers.authorization;
+    const h = req.get('authorization');
     if (!h || !h.startsWith('Bearer ')) return false;
     const got = Buffer.from(h.slice(7).trim());
     return this.opts.apiKeys.some((k) => k.length === got.length && timingSafeEqual(k, got));
@@ -309,7 +309,7 @@ export class Gateway {
 
   private async inference(req: H1Request, res: H1Response, path: string, kind: 'completions' | 'chat'): Promise<void> {
     const start = performance.now();
-    const requestId = req.headers['x-request-id'] || randomUUID();
+    const requestId = req.get('x-request-id') || randomUUID();
     const headers: Record<string, string> = { 'x-request-id': requestId };
     if (!this.authorized(req)) {
       this.metrics.error('unauthorized');
@@ -336,7 +336,7 @@ export class Gateway {
       } catch {
         throw badRequest('request body is not valid JSON');
       }
-      const sreq = toSchedulingRequest(kind, parsed, requestId, req.headers);
+      const sreq = toSchedulingRequest(kind, parsed, requestId, req);
       const candidates = this.pool.candidates(sreq.model);
       if (candidates.length === 0) {
         const known = this.pool.knownModels();
@@ -711,7 +711,7 @@ function forwardHeaders(req: H1Request, requestId: string, stripAuth: boolean): 
   const out: string[] = [];
   const raw = req.rawHeaders;
   // fields the client names in Connection are hop-by-hop too (RFC 9110 §7.6.1)
-  const conn = req.headers.connection;
+  const conn = req.get('connection');
   const named = conn !== undefined && !/^\s*(keep-alive|close)\s*$/i.test(conn) ? new Set(conn.toLowerCase().split(',').map((t) => t.trim())) : undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i]!.toLowerCase();

@@ -68,7 +68,13 @@ export interface SchedulingRequest {
   tokens?: RequestTokens;
   /** producer name → endpoint id → match */
   prefix: Map<string, Map<string, PrefixMatch>>;
-  headers: Record<string, string | string[] | undefined>;
+  /** the client's request fields, by lower-case name (repeated ones joined with ", ") */
+  headers: HeaderView;
+}
+
+/** Read access to request fields: the gateway's H1Request, or a Map in tests. */
+export interface HeaderView {
+  get(name: string): string | undefined;
 }
 
 export interface ScoredEndpoint {

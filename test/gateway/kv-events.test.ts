@@ -63,7 +63,7 @@ test('precise index over ZMQ: stored blocks (both encodings) are matched by toke
     await waitFor(() => producer.blocks(engine.id) === 3, 3000, 'map-encoded batch');
 
     const match = (ids: number[]) => {
-      const req: SchedulingRequest = { requestId: 'r', model: 'm', kind: 'completions', body: {}, promptText: '', prefix: new Map(), headers: {}, tokens: { count: ids.length, ids, exact: true } };
+      const req: SchedulingRequest = { requestId: 'r', model: 'm', kind: 'completions', body: {}, promptText: '', prefix: new Map(), headers: new Map(), tokens: { count: ids.length, ids, exact: true } };
       void producer.produce(req, [engine, other]);
       const m = req.prefix.get('precise')!;
       return [m.get(engine.id)!.matchBlocks, m.get(other.id)!.matchBlocks, m.get(engine.id)!.totalBlocks];
@@ -99,7 +99,7 @@ test('precise index weights KV-store tiers: a CPU hit counts 0.75, DISK/REMOTE 0
     log: () => {},
   }) as PrecisePrefixProducer;
   const match = (ids: number[]) => {
-    const req: SchedulingRequest = { requestId: 'r', model: 'm', kind: 'completions', body: {}, promptText: '', prefix: new Map(), headers: {}, tokens: { count: ids.length, ids, exact: true } };
+    const req: SchedulingRequest = { requestId: 'r', model: 'm', kind: 'completions', body: {}, promptText: '', prefix: new Map(), headers: new Map(), tokens: { count: ids.length, ids, exact: true } };
     void producer.produce(req, [ep]);
     const m = req.prefix.get('precise')!.get(ep.id)!;
     return [m.matchBlocks, m.blockSize];

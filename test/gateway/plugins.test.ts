@@ -52,7 +52,7 @@ function ep(p: Omit<Partial<Endpoint>, 'metrics'> & { metrics?: Partial<Endpoint
 }
 
 function req(promptText = 'hello', over: Partial<SchedulingRequest> = {}): SchedulingRequest {
-  return { requestId: 'r', model: 'm', kind: 'completions', body: { model: 'm', prompt: promptText }, promptText, prefix: new Map(), headers: {}, ...over };
+  return { requestId: 'r', model: 'm', kind: 'completions', body: { model: 'm', prompt: promptText }, promptText, prefix: new Map(), headers: new Map(), ...over };
 }
 
 test('decode-filter and prefill-filter keep endpoints by role', () => {
