@@ -21,6 +21,11 @@ export interface H1ServerOptions {
   keepAliveTimeoutMs: number;
   /** a request must have sent its head within this, and then make progress on its body at least this often; else 408 */
   requestReadTimeoutMs: number;
+  /**
+   * an answer that makes no progress for this long (the client stopped reading) is dropped; progress is
+   * seen only when the kernel's send buffer drains, which a slow reader lets happen in bursts of MiBs
+   */
+  sendTimeoutMs: number;
   /** the body of the server's own answers to unreadable requests (400, 408, 413, 417, 431, 501, 505) */
   errorBody: (status: number, message: string) => string;
 }
@@ -30,6 +35,7 @@ const DEFAULTS: H1ServerOptions = {
   maxBodyBytes: 32 * 1024 * 1024,
   keepAliveTimeoutMs: 65_000,
   requestReadTimeoutMs: 60_000,
+  sendTimeoutMs: 65_000,
   errorBody: (status, message) => JSON.stringify({ error: { message, type: 'invalid_request_error', param: null, code: status } }),
 };
 
@@ -90,6 +96,20 @@ const HANDLING = 6;
 /** the connection closes after the current answer; input is ignored */
 const CLOSING = 7;
 
+/**
+ * A measure of the bytes the kernel has not taken yet. A large answer is one libuv write, and `writableLength` stays at
+ * its full size until the write completes, so progress is read from the handle's write queue, as
+ * node's own socket idle timeout does (net.js `kLastWriteQueueSize`).
+ */
+function unsentBytes(socket: Socket): number {
+  const q = (socket as unknown as { _handle?: { writeQueueSize?: number } })._handle?.writeQueueSize;
+  // the sum changes whenever either moves, and is 0 only when everything has left
+  return socket.writableLength + (typeof q === 'number' ? q : 0);
+}
+
+/** seconds a closing connection waits, its answer flushed, for the client to close its side */
+const CLOSE_GRACE_TICKS = 5;
+
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** field values: no CTLs but HTAB (obs-text is allowed) */
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
@@ -139,7 +159,9 @@ export class H1Response {
       const v = headers[k]!;
       if (k === 'content-length') hasLength = true;
       else if (k === 'connection' || k === 'transfer-encoding' || k === 'keep-alive') continue;
-      else if (typeof v === 'string' && BAD_VALUE.test(v)) throw new Error(`header '${k}' has a control character in its value`);
+      // no header injection, whatever a handler passes on from an engine or a client
+      if (!TOKEN.test(k)) throw new Error(`'${k}' is not a valid header name`);
+      if (typeof v === 'string' && BAD_VALUE.test(v)) throw new Error(`header '${k}' has a control character in its value`);
       h += `${k}: ${v}\r\n`;
     }
     this.noBody = this.isHead || status === 204 || status === 304 || (status >= 100 && status < 200);
@@ -173,6 +195,15 @@ export class H1Response {
     const body = data === undefined ? EMPTY : typeof data === 'string' ? Buffer.from(data) : data;
     this.send(body, true);
     this.conn.answered(this);
+  }
+
+  /** @internal the handler threw: replace an answer not yet sent with a 500 and close */
+  internalError(body: string): void {
+    if (this.headersSent || this.finished) return this.destroy();
+    this.head = '';
+    this.closeAfter = true;
+    this.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    this.end(body);
   }
 
   /** Drops the connection (an answer that cannot be completed). */
@@ -210,8 +241,10 @@ export class H1Response {
 /** One client connection: parses requests in order, one with the handler at a time. */
 class ServerConnection {
   http10 = false;
-  /** the server's clock tick of the last progress (bytes of a request, or the end of an answer) */
+  /** the server's clock tick of the last progress (bytes of a request, the end of an answer, bytes the client took) */
   lastTick: number;
+  /** the socket's unsent bytes at the last housekeeping tick */
+  lastQueued = 0;
   /** when the current request's first byte arrived */
   requestTick = 0;
   state = READ_HEAD;
@@ -288,8 +321,9 @@ class ServerConnection {
 
   private endSocket(): void {
     this.socket.end();
-    // a client that never reads or never closes its side must not hold the socket
-    setTimeout(() => this.destroy(), 5_000).unref();
+    // the housekeeping timer drops the socket once the answer is flushed and the client has not
+    // closed within CLOSE_GRACE_TICKS, or when the client stops reading
+    this.lastTick = this.server.tick;
   }
 
   private readonly onData = (chunk: Buffer): void => {
@@ -364,6 +398,10 @@ class ServerConnection {
             // RFC 9112 §2.2: ignore empty lines before a request line
             while (pos + 1 < buf.length && buf[pos] === 0x0d && buf[pos + 1] === 0x0a) pos += 2;
             if (pos >= buf.length) return;
+            if (pos + 1 === buf.length && buf[pos] === 0x0d) {
+              this.pending = buf.subarray(pos); // maybe the first half of an empty line
+              return;
+            }
             this.requestTick = this.server.tick;
           }
           const end = buf.indexOf('\r\n\r\n', Math.max(pos, pos + this.scanned - 3), 'latin1');
@@ -638,12 +676,7 @@ export class H1Server {
       this.handler(req, res);
     } catch (err) {
       this.onInternalError(err);
-      if (!res.headersSent) {
-        res.closeAfter = true;
-        const body = this.opts.errorBody(500, 'internal server error');
-        res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-        res.end(body);
-      } else res.destroy();
+      res.internalError(this.opts.errorBody(500, 'internal server error'));
     }
   }
 
@@ -684,8 +717,24 @@ export class H1Server {
     this.dateLine = `date: ${new Date().toUTCString()}\r\n`;
     const keepAliveTicks = Math.ceil(this.opts.keepAliveTimeoutMs / 1000);
     const readTicks = Math.ceil(this.opts.requestReadTimeoutMs / 1000);
+    const sendTicks = Math.ceil(this.opts.sendTimeoutMs / 1000);
     for (const c of this.conns) {
-      if (c.state === HANDLING || c.state === CLOSING) continue;
+      // an answer still leaving: fine while the client takes bytes, dropped when it stops reading
+      const queued = unsentBytes(c.socket);
+      if (queued !== c.lastQueued) {
+        c.lastQueued = queued;
+        c.lastTick = this.tick;
+        continue;
+      }
+      if (queued > 0) {
+        if (this.tick - c.lastTick > sendTicks) c.destroy();
+        continue;
+      }
+      if (c.state === CLOSING) {
+        if (this.tick - c.lastTick > CLOSE_GRACE_TICKS) c.destroy();
+        continue;
+      }
+      if (c.state === HANDLING) continue;
       if (c.idle) {
         if (this.tick - c.lastTick > keepAliveTicks) c.destroy();
       } else if (this.tick - c.lastTick > readTicks || (c.state === READ_HEAD && c.requestTick > 0 && this.tick - c.requestTick > readTicks)) {
