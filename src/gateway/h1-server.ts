@@ -141,6 +141,7 @@ export class H1Response {
   /** called once when a `write` that returned false has drained */
   ondrain: (() => void) | undefined;
   private head = '';
+  private held: Buffer | undefined;
   private chunked = false;
   private noBody = false;
 
@@ -197,6 +198,14 @@ export class H1Response {
     this.conn.answered(this);
   }
 
+  /** @internal writes what `send` held back */
+  flush(): void {
+    const held = this.held;
+    if (!held) return;
+    this.held = undefined;
+    if (!this.aborted) this.conn.socket.write(held);
+  }
+
   /** @internal the handler threw: replace an answer not yet sent with a 500 and close */
   internalError(body: string): void {
     if (this.headersSent || this.finished) return this.destroy();
@@ -222,13 +231,25 @@ export class H1Response {
     if (this.chunked && body.length > 0) head += `${body.length.toString(16)}\r\n`;
     const tail = this.chunked ? (last ? (body.length > 0 ? '\r\n0\r\n\r\n' : '0\r\n\r\n') : body.length > 0 ? '\r\n' : '') : '';
     if (body.length <= COPY_MAX) {
+      const held = this.held;
+      const h = held ? held.length : 0;
       const n = head.length;
-      const buf = Buffer.allocUnsafe(n + body.length + tail.length);
-      if (n) buf.write(head, 0, n, 'latin1');
-      body.copy(buf, n);
-      if (tail) buf.write(tail, n + body.length, 'latin1');
-      return socket.write(buf);
+      const buf = Buffer.allocUnsafe(h + n + body.length + tail.length);
+      if (held) held.copy(buf, 0);
+      if (n) buf.write(head, h, n, 'latin1');
+      body.copy(buf, h + n);
+      if (tail) buf.write(tail, h + n + body.length, 'latin1');
+      if (last) {
+        this.held = undefined;
+        return socket.write(buf);
+      }
+      // Held until the end of this tick: an upstream read usually carries the last events and the end
+      // of the stream together, and they then leave in one write instead of two.
+      if (!held) process.nextTick(flushHeld, this);
+      this.held = buf;
+      return socket.writableLength + buf.length < socket.writableHighWaterMark;
     }
+    this.flush();
     socket.cork();
     if (head) socket.write(head, 'latin1');
     let ok = socket.write(body);
@@ -236,6 +257,10 @@ export class H1Response {
     socket.uncork();
     return ok;
   }
+}
+
+function flushHeld(res: H1Response): void {
+  res.flush();
 }
 
 /** One client connection: parses requests in order, one with the handler at a time. */
