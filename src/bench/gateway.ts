@@ -4,7 +4,7 @@
 // at 1 connection and max req/s at 32 connections, non-streaming and streaming, and req/s with 100 KB
 // prompts. Load generator: wrk (installed with apt-get when missing), else an undici generator.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,7 @@ const spec = {
   out: { type: 'string', default: 'docs/bench-results/gateway.md', help: 'markdown report path (relative to the repo)' },
   'no-nginx': { type: 'boolean', help: 'skip the nginx baseline' },
   loadgen: { type: 'string', default: 'auto', help: 'auto | wrk | undici' },
+  pin: { type: 'boolean', help: 'pin the proxy to the last core, load generator and backend to the others (see placement())' },
   help: { type: 'boolean' },
 } as const;
 
@@ -93,6 +94,8 @@ interface Measure {
   p50: number;
   p99: number;
   errors: number;
+  /** CPU (user + system) of the serving process per request, µs; NaN where /proc is unavailable */
+  cpuUs?: number;
 }
 
 function parseWrkMs(s: string): number {
@@ -102,8 +105,57 @@ function parseWrkMs(s: string): number {
   return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
 }
 
-function runWrk(url: string, conns: number, secs: number, scriptPath: string): Measure {
-  const r = spawnSync('wrk', ['-t1', `-c${conns}`, `-d${secs}s`, '--latency', '-s', scriptPath, url], { encoding: 'utf8' });
+/**
+ * CPU placement. With 2 cores and three busy processes (load generator, proxy, backend) the kernel
+ * puts two of them on one core, and a single-threaded proxy then gets a whole core or half of one from
+ * run to run (the gateway measured 10.4k or 16.8k req/s in the same run). Pinned, each proxy (the
+ * gateway, or nginx with its 1 worker) has the last core to itself and the load generator and backend
+ * share the others. But then the load generator's core limits nginx, so the req/s ratio flatters the
+ * slower proxy; it is an option, and the default stays unpinned with CPU per request reported beside
+ * req/s, which does not depend on placement.
+ */
+interface Placement {
+  proxy?: string;
+  rig?: string;
+}
+
+function pinned(cmd: string, args: string[], cpuList: string | undefined): [string, string[]] {
+  return cpuList ? ['taskset', ['-c', cpuList, cmd, ...args]] : [cmd, args];
+}
+
+function placement(enabled: boolean): Placement {
+  const n = cpus().length;
+  if (!enabled || n < 2 || spawnSync('which', ['taskset']).status !== 0) return {};
+  return { proxy: String(n - 1), rig: n === 2 ? '0' : `0-${n - 2}` };
+}
+
+/** user + system CPU ticks (1/100 s) of these processes so far */
+function cpuTicks(pids: readonly number[]): number {
+  let t = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      t += Number(f[11]) + Number(f[12]);
+    } catch {
+      return NaN; // not Linux, or the process is gone
+    }
+  }
+  return t;
+}
+
+/** nginx's master forks the worker that does the proxying */
+function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function runWrk(url: string, conns: number, secs: number, scriptPath: string, rigCpus: string | undefined): Measure {
+  const [cmd, args] = pinned('wrk', ['-t1', `-c${conns}`, `-d${secs}s`, '--latency', '-s', scriptPath, url], rigCpus);
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr || r.stdout}`);
   const out = r.stdout;
   const line = (pct: string) => new RegExp(`^\\s*${pct}%\\s+(\\S+)`, 'm').exec(out)?.[1] ?? '';
@@ -114,9 +166,10 @@ function runWrk(url: string, conns: number, secs: number, scriptPath: string): M
   return { rps, p50: parseWrkMs(line('50')), p99: parseWrkMs(line('99')), errors };
 }
 
-function runUndici(url: string, conns: number, secs: number, bodyPath: string): Promise<Measure> {
+function runUndici(url: string, conns: number, secs: number, bodyPath: string, rigCpus: string | undefined): Promise<Measure> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--input-type=module', '-e', LOADGEN_JS, url, String(conns), String(secs), bodyPath], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    const [cmd, args] = pinned(process.execPath, ['--input-type=module', '-e', LOADGEN_JS, url, String(conns), String(secs), bodyPath], rigCpus);
+    const p = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout!.on('data', (d) => (out += d));
     p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as Measure) : reject(new Error(`load generator exited ${code}`))));
@@ -130,7 +183,8 @@ function ensureTool(bin: string, pkg: string): boolean {
   return r.status === 0 && spawnSync('which', [bin]).status === 0;
 }
 
-function startProc(cmd: string, args: string[], opts: { input?: boolean; cwd?: string } = {}): ChildProcess {
+function startProc(command: string, argv: string[], opts: { cwd?: string; cpus?: string } = {}): ChildProcess {
+  const [cmd, args] = pinned(command, argv, opts.cpus);
   return spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, cwd: opts.cwd ?? ROOT });
 }
 
@@ -174,7 +228,7 @@ const us = (msValue: number) => (Number.isFinite(msValue) ? `${(msValue * 1000).
 export async function main(argv: string[]): Promise<number> {
   const f = parseFlags(argv, spec);
   if (f.help) {
-    console.log('usage: tandem bench gateway [--duration 3] [--rounds 3] [--out docs/bench-results/gateway.md] [--no-nginx] [--loadgen auto|wrk|undici]');
+    console.log('usage: tandem bench gateway [--duration 3] [--rounds 3] [--out docs/bench-results/gateway.md] [--no-nginx] [--pin] [--loadgen auto|wrk|undici]');
     return 0;
   }
   if (f._.length) throw new UsageError(`unexpected argument '${f._[0]}'`);
@@ -184,6 +238,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const useWrk = f.loadgen === 'wrk' || (f.loadgen === 'auto' && ensureTool('wrk', 'wrk'));
     const haveNginx = !f['no-nginx'] && ensureTool('nginx', 'nginx');
+    const place = placement(f.pin === true);
 
     // bodies
     const small = JSON.stringify({ model: 'bench', prompt: 'Once upon a time', max_tokens: 1 });
@@ -204,19 +259,20 @@ export async function main(argv: string[]): Promise<number> {
     const backendPort = await freePort();
     const backendFile = join(tmp, 'backend.mjs');
     writeFileSync(backendFile, BACKEND_JS);
-    const backend = startProc(process.execPath, [backendFile, String(backendPort)]);
+    const backend = startProc(process.execPath, [backendFile, String(backendPort)], { cpus: place.rig });
     procs.push(backend);
     await waitUp(`http://127.0.0.1:${backendPort}/health`);
 
     // gateway: default config = full scheduler (token producer, approximate prefix index, queue/kv/prefix/active scorers, P/D decider)
     const gwPort = await freePort();
-    const gw = startProc(process.execPath, [BIN, 'gateway', '--port', String(gwPort), '--endpoint', `http://127.0.0.1:${backendPort},role=decode`]);
+    const gw = startProc(process.execPath, [BIN, 'gateway', '--port', String(gwPort), '--endpoint', `http://127.0.0.1:${backendPort},role=decode`], { cpus: place.proxy });
     gw.stderr!.on('data', () => {});
     procs.push(gw);
     await waitUp(`http://127.0.0.1:${gwPort}/ready`);
 
     // nginx
     let nginxPort = 0;
+    let nginxMaster = 0;
     if (haveNginx) {
       nginxPort = await freePort();
       const conf = join(tmp, 'nginx.conf');
@@ -246,15 +302,22 @@ http {
 }
 `,
       );
-      const ng = startProc('nginx', ['-c', conf, '-p', tmp]);
+      const ng = startProc('nginx', ['-c', conf, '-p', tmp], { cpus: place.proxy });
       procs.push(ng);
+      nginxMaster = ng.pid ?? 0;
       await waitUp(`http://127.0.0.1:${nginxPort}/health`);
     }
 
     const targets: [string, number][] = [['direct', backendPort], ['tandem gateway', gwPort]];
+    // the process whose CPU each target costs: the backend itself for direct calls, else the proxy
+    const servingPids: Record<string, () => number[]> = {
+      direct: () => [backend.pid ?? 0],
+      'tandem gateway': () => [gw.pid ?? 0],
+      nginx: () => childPids(nginxMaster),
+    };
     if (nginxPort) targets.push(['nginx', nginxPort]);
     const measure = (port: number, conns: number, body: string) =>
-      useWrk ? Promise.resolve(runWrk(`http://127.0.0.1:${port}/v1/completions`, conns, secs, files[body]!)) : runUndici(`http://127.0.0.1:${port}/v1/completions`, conns, secs, files[body]!);
+      useWrk ? Promise.resolve(runWrk(`http://127.0.0.1:${port}/v1/completions`, conns, secs, files[body]!, place.rig)) : runUndici(`http://127.0.0.1:${port}/v1/completions`, conns, secs, files[body]!, place.rig);
 
     const loadBefore = loadavg()[0]!;
     const rounds = Math.max(1, Math.floor(f.rounds ?? 3));
@@ -270,7 +333,10 @@ http {
     for (let round = 0; round < rounds; round++) {
       for (const [label, conns, body] of cells) {
         for (const [name, port] of targets) {
+          const pids = servingPids[name]!();
+          const t0 = cpuTicks(pids);
           const m = await measure(port, conns, body);
+          m.cpuUs = ((cpuTicks(pids) - t0) * 10_000) / (m.rps * secs);
           (samples[name]![label] ??= []).push(m);
           console.error(`bench gateway: round ${round + 1} ${name.padEnd(15)} ${label.padEnd(5)} ${fmt(m.rps)} req/s  p50 ${us(m.p50)}  p99 ${us(m.p99)}  errors ${m.errors}`);
         }
@@ -281,7 +347,13 @@ http {
       results[name] = {};
       for (const [label] of cells) {
         const ms = samples[name]![label]!;
-        results[name]![label] = { rps: median(ms.map((m) => m.rps)), p50: median(ms.map((m) => m.p50)), p99: median(ms.map((m) => m.p99)), errors: ms.reduce((a, m) => a + m.errors, 0) };
+        results[name]![label] = {
+          rps: median(ms.map((m) => m.rps)),
+          p50: median(ms.map((m) => m.p50)),
+          p99: median(ms.map((m) => m.p99)),
+          errors: ms.reduce((a, m) => a + m.errors, 0),
+          cpuUs: median(ms.map((m) => m.cpuUs ?? NaN)),
+        };
       }
     }
 
@@ -298,7 +370,9 @@ http {
       'Backend: trivial node:http server (fixed 220-byte completion JSON; SSE of 4 events + [DONE]). The gateway runs its full default',
       'scheduler (token producer, approximate prefix index, queue/kv-cache/prefix/active-request scorers, disagg profile handler with',
       'prefix-based decider) with the backend as its only decode endpoint. nginx 1.22: 1 worker, upstream keepalive 64, keepalive_requests 1e6.',
-      `Load generator, proxy and backend share the machine's cores; 1-minute load average ${loadBefore.toFixed(1)} before and ${loadavg()[0]!.toFixed(1)} after the run`,
+      place.proxy
+        ? `CPU placement (taskset): the proxy under test on CPU ${place.proxy}, load generator and backend on CPU ${place.rig}; 1-minute load average ${loadBefore.toFixed(1)} before and ${loadavg()[0]!.toFixed(1)} after the run`
+        : `Load generator, proxy and backend share the machine's cores (not pinned); 1-minute load average ${loadBefore.toFixed(1)} before and ${loadavg()[0]!.toFixed(1)} after the run`,
       '(anything well above 1 means other work competed for the CPU and the numbers are noisy).',
       '',
       '| target | p50 c=1 | p99 c=1 | req/s c=32 | stream p50 c=1 | stream p99 c=1 | stream req/s c=32 | req/s c=32, 100 KB prompt |',
@@ -317,6 +391,17 @@ http {
           ]
         : []),
       `| gateway req/s ÷ direct req/s at c=32 | ${fmt(g.c32!.rps / d.c32!.rps, 2)}× | ${fmt(g.c32s!.rps / d.c32s!.rps, 2)}× | ${fmt(g.big!.rps / d.big!.rps, 2)}× |`,
+      '',
+      'CPU (user + system) of the serving process per request at c=32, median over the rounds: the proxy for the gateway and',
+      'nginx (its worker), the backend itself for direct calls. Unlike req/s it does not depend on which processes shared a core.',
+      '',
+      '| process | non-streaming | streaming | 100 KB prompts |',
+      '|---|---|---|---|',
+      ...targets.map(([name]) => {
+        const r = results[name]!;
+        return `| ${name === 'direct' ? 'backend (direct)' : name} | ${fmt(r.c32!.cpuUs!, 1)} µs | ${fmt(r.c32s!.cpuUs!, 1)} µs | ${fmt(r.big!.cpuUs!, 1)} µs |`;
+      }),
+      ...(n ? [`| nginx CPU ÷ gateway CPU per request | ${fmt(n.c32!.cpuUs! / g.c32!.cpuUs!, 2)}× | ${fmt(n.c32s!.cpuUs! / g.c32s!.cpuUs!, 2)}× | ${fmt(n.big!.cpuUs! / g.big!.cpuUs!, 2)}× |`] : []),
       '',
       `Targets from the issue: ≤ 0.3 ms added p50 at 1 connection; ≥ 0.5× nginx's req/s with the full scheduler on; 100 KB prompts`,
       `well above llm-d's endpoint picker, which saturates near 130 req/s on 220 KB prompts. Errors (non-2xx or socket): ` +
