@@ -249,7 +249,11 @@ export class H1Response {
       // of the stream together, and they then leave in one write instead of two.
       if (!held) process.nextTick(flushHeld, this);
       this.held = buf;
-      return socket.writableLength + buf.length < socket.writableHighWaterMark;
+      // "Full" only while the socket has a 'drain' pending: counting the held bytes too would report
+      // full when no write of the socket's ever returned false, no 'drain' would come, and a handler
+      // waiting for `ondrain` (the SSE relay, its engine paused) would wait forever. The held bytes are
+      // at most what one upstream read produced, so they need no bound of their own.
+      return !socket.writableNeedDrain;
     }
     this.flush();
     socket.cork();

@@ -383,6 +383,65 @@ test('2. backpressure: 64 MiB streamed in 64 KiB writes to a slow reader stays b
   );
 });
 
+test('2b. many small writes in one tick (a burst of SSE events): a false return is always followed by ondrain', async () => {
+  // Small writes are held and merged until the end of the tick. If write() said "full" on account of
+  // the held bytes while the socket itself never became full, no 'drain' would ever come and a
+  // handler that obeys backpressure (the gateway's SSE relay pauses its engine) would stall forever.
+  const EVENT = Buffer.alloc(1000, 'e');
+  const BURSTS = 400;
+  const PER_BURST = 64; // 64 KB per tick: well past the socket's 16 KiB high-water mark
+  let falseReturns = 0;
+  let drains = 0;
+  let written = 0;
+  const handler: H1Handler = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    let burst = 0;
+    let i = 0;
+    const pump = (): void => {
+      while (burst < BURSTS) {
+        while (i < PER_BURST) {
+          i++;
+          written += EVENT.length;
+          if (!res.write(EVENT)) {
+            falseReturns++;
+            res.ondrain = () => {
+              drains++;
+              pump();
+            };
+            return;
+          }
+        }
+        i = 0;
+        burst++;
+        // the next burst comes in a later tick, as the next upstream read would
+        setImmediate(pump);
+        return;
+      }
+      res.end();
+    };
+    pump();
+  };
+  await withServer(handler, {}, async (c) => {
+    const conn = await c.open();
+    // the client reads nothing for a while (the socket's buffers fill), then everything
+    conn.socket.pause();
+    conn.socket.write('GET /burst HTTP/1.1\r\nHost: a\r\n\r\n');
+    await sleep(600);
+    assert.ok(falseReturns >= 1, 'write() never returned false against a client that does not read');
+    assert.ok(written < 16 * 1024 * 1024, `${written} bytes taken while the client read nothing`);
+    conn.socket.resume();
+    const res = await Promise.race([
+      conn.readFinal({ timeoutMs: 20_000 }),
+      sleep(20_000).then(() => {
+        throw new Error(`the answer stalled: ${falseReturns} false returns, ${drains} ondrain calls`);
+      }),
+    ]);
+    assert.equal(res.status, 200);
+    assert.equal(res.body.length, EVENT.length * PER_BURST * BURSTS);
+    assert.equal(drains, falseReturns, `${falseReturns} false returns but ${drains} ondrain calls`);
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // 3. onclose / aborted
 
