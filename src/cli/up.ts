@@ -1,6 +1,8 @@
 // `tandem up`: a local cluster — prefill, decode and mixed engines plus the gateway as child
 // processes on free ports. Waits until all are healthy, prints the URL and the topology, prefixes
-// their logs, and on Ctrl-C/SIGTERM stops every child (own process groups, so no orphans) and exits 0.
+// their logs, restarts a child that dies (same port and arguments, with back-off, as Kubernetes
+// restarts a crashed pod), and on Ctrl-C/SIGTERM stops every child (own process groups, so no
+// orphans) and exits 0.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -23,15 +25,30 @@ const spec = {
   'engine-arg': { type: 'list', help: 'extra argument for every `tandem serve` (repeatable, e.g. --engine-arg=--block-size=16)' },
   'gateway-arg': { type: 'list', help: 'extra argument for `tandem gateway` (repeatable)' },
   'startup-timeout': { type: 'number', default: 120, help: 'seconds to wait for everything to be healthy' },
+  restart: { type: 'string', default: 'on-failure', help: 'after start-up, a child that exits: on-failure (restart unless it exited 0) | always | never (stop the cluster, exit 1)' },
   help: { type: 'boolean' },
 } as const;
 
 const BIN = fileURLToPath(new URL('../../bin/tandem.js', import.meta.url));
 
+type RestartPolicy = 'on-failure' | 'always' | 'never';
+
+/** First restart delay, doubled per restart up to the cap; a child that ran this long is healthy again. */
+const BACKOFF_FIRST_MS = 1000;
+const BACKOFF_CAP_MS = 30_000;
+const BACKOFF_RESET_AFTER_MS = 60_000;
+
+/** One child process under `up`'s care: its current incarnation and how to start the next. */
 interface Child {
   name: string;
+  args: string[];
   proc: ChildProcess;
   exited: Promise<number | null>;
+  startedAt: number;
+  /** restarts since it last stayed up for BACKOFF_RESET_AFTER_MS */
+  restarts: number;
+  /** pending restart */
+  timer: NodeJS.Timeout | undefined;
 }
 
 export function freePort(): Promise<number> {
@@ -45,14 +62,55 @@ export function freePort(): Promise<number> {
   });
 }
 
-function startChild(name: string, args: string[]): Child {
+function spawnChild(name: string, args: string[]): Pick<Child, 'proc' | 'exited' | 'startedAt'> {
   // detached: the child leads its own process group, so stopping it reaches its workers too
   const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: process.env });
   for (const stream of [proc.stdout!, proc.stderr!]) {
     createInterface({ input: stream }).on('line', (line) => process.stdout.write(line.startsWith(`[${name}] `) ? `${line}\n` : `[${name}] ${line}\n`));
   }
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  return { name, proc, exited };
+  return { proc, exited, startedAt: Date.now() };
+}
+
+function startChild(name: string, args: string[]): Child {
+  return { name, args, ...spawnChild(name, args), restarts: 0, timer: undefined };
+}
+
+/** How a child's incarnation ended, for the log: "code 1", "signal SIGKILL". */
+function howEnded(c: Child): string {
+  return c.proc.signalCode ? `signal ${c.proc.signalCode}` : `code ${c.proc.exitCode}`;
+}
+
+/**
+ * Keeps the cluster running after start-up: a child that exits is started again with the same
+ * arguments (same port, so the gateway's static endpoint list stays true and its health checks
+ * bring the engine back), after a delay that doubles per restart up to BACKOFF_CAP_MS. Resolves
+ * with the child that ended it when the policy is `never` (or `on-failure` and the exit was 0,
+ * which only a deliberate stop produces).
+ */
+function supervise(children: Child[], policy: RestartPolicy, isStopping: () => boolean): Promise<{ c: Child; how: string }> {
+  return new Promise((resolveEnd) => {
+    const watch = (c: Child): void => {
+      void c.exited.then((code) => {
+        if (isStopping()) return;
+        const how = howEnded(c);
+        const failed = code !== 0 || c.proc.signalCode !== null;
+        if (policy === 'never' || (policy === 'on-failure' && !failed)) return resolveEnd({ c, how });
+        const upFor = Date.now() - c.startedAt;
+        if (upFor >= BACKOFF_RESET_AFTER_MS) c.restarts = 0;
+        const delay = Math.min(BACKOFF_CAP_MS, BACKOFF_FIRST_MS * 2 ** c.restarts);
+        c.restarts++;
+        console.error(`tandem up: ${c.name} exited (${how}) after ${(upFor / 1000).toFixed(1)} s; restarting it in ${(delay / 1000).toFixed(0)} s (restart ${c.restarts} in a row)`);
+        c.timer = setTimeout(() => {
+          c.timer = undefined;
+          if (isStopping()) return;
+          Object.assign(c, spawnChild(c.name, c.args));
+          watch(c);
+        }, delay);
+      });
+    };
+    for (const c of children) watch(c);
+  });
 }
 
 function signalGroup(c: Child, sig: NodeJS.Signals): void {
@@ -112,11 +170,14 @@ export async function main(argv: string[]): Promise<number> {
   const model = f.model ?? (simulated ? 'synthetic:tiny' : 'stories260K');
   const gatewayPort = f.port === 0 ? await freePort() : (f.port ?? 8000);
   const deadline = Date.now() + (f['startup-timeout'] ?? 120) * 1000;
+  const policy = f.restart as RestartPolicy;
+  if (!['on-failure', 'always', 'never'].includes(policy)) throw new UsageError(`--restart must be on-failure, always or never (got '${f.restart}')`);
 
   const children: Child[] = [];
   let stopping = false;
   const stopAll = async (): Promise<void> => {
     stopping = true;
+    for (const c of children) clearTimeout(c.timer);
     for (const c of [...children].reverse()) signalGroup(c, 'SIGTERM');
     const grace = new Promise((r) => setTimeout(r, 5000).unref());
     await Promise.race([Promise.all(children.map((c) => c.exited)), grace]);
@@ -175,11 +236,11 @@ export async function main(argv: string[]): Promise<number> {
       .join('\n');
     console.log(`tandem up: gateway ${gwUrl} (model ${model}${simulated ? ', simulated engines' : ''})\n${topo}\n  try: curl ${gwUrl}/v1/completions -H 'content-type: application/json' -d '{"model":"${model}","prompt":"Once upon a time","max_tokens":32}'`);
 
-    // run until a signal, or until a child dies (then stop the rest and fail)
-    const died = Promise.race(children.map((c) => c.exited.then((code) => ({ c, code }))));
-    const outcome = await Promise.race([signal.then(() => undefined), died]);
+    // run until a signal; children that die are restarted (or, with --restart never, end the cluster)
+    const ended = supervise(children, policy, () => stopping);
+    const outcome = await Promise.race([signal.then(() => undefined), ended]);
     if (outcome && !stopping) {
-      console.error(`tandem up: ${outcome.c.name} exited with code ${outcome.code}; stopping the cluster`);
+      console.error(`tandem up: ${outcome.c.name} exited (${outcome.how}); stopping the cluster (--restart ${policy})`);
       await stopAll();
       return 1;
     }
