@@ -120,6 +120,8 @@ export interface Engine {
   submit(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
   /** Tokens of a prompt's prefix this engine holds, per tier (GPU = block pool; memory/disk/redis = KV store). */
   kvLookup?(promptIds: number[], cacheSalt?: string): Promise<{ tokens: number; perTier: Record<string, number> }>;
+  /** A P/D decode leg with these kv_transfer_params was refused before `submit` admitted it: free the prefill side's lease. */
+  declineRemoteKv?(kvTransferParams: Record<string, unknown>): void;
   /** Stop admitting; resolve when running requests have finished or `timeoutMs` passed (the rest are aborted). */
   drain(timeoutMs: number): Promise<void>;
   close(): Promise<void>;

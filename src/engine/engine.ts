@@ -278,6 +278,11 @@ export class TandemEngine implements Engine {
     return ctx.channel;
   }
 
+  /** P/D leg 2 refused before admission: the prefill engine need not keep the KV it leased for it. */
+  declineRemoteKv(kvTransferParams: Record<string, unknown>): void {
+    this.connector?.decline(kvTransferParams);
+  }
+
   /** P/D: the KV connector takes part in admission (leg 1 leases, leg 2 pulls). */
   attachConnector(c: KvConnector): void {
     this.connector = c;

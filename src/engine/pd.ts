@@ -94,7 +94,29 @@ export class KvConnector implements ExternalKvSource {
       this.opts.log?.(`request ${ctx.seq.id}: ${parsed.error}; computing the prompt locally`);
       return;
     }
-    if (parsed.kind === 'remote-prefill') this.remotes.set(ctx.seq, { ctx, remote: parsed.remote, tried: false });
+    if (parsed.kind === 'remote-prefill') {
+      this.remotes.set(ctx.seq, { ctx, remote: parsed.remote, tried: false });
+      // finished before the scheduler ever asked for the KV (cancelled while waiting, or an error):
+      // tell the prefill engine now instead of leaving its blocks leased until the lease expires
+      ctx.onFinish = (c) => {
+        const r = this.remotes.get(c.seq);
+        if (r && !r.tried) {
+          r.tried = true;
+          this.notNeeded(r.remote);
+        }
+        return undefined;
+      };
+    }
+  }
+
+  /**
+   * A request carrying these kv_transfer_params was refused before admission (bad field, context too
+   * long, queue full, shutting down): the prefill engine's blocks for it are released at once.
+   */
+  decline(params: Record<string, unknown>): void {
+    if (wantsRemoteDecode(params)) return;
+    const parsed = parseDecodeParams(params);
+    if (parsed.kind === 'remote-prefill') this.notNeeded(parsed.remote);
   }
 
   /** Leg 1 finished: keep the prompt's blocks alive under a lease and describe them for the decode engine. */

@@ -75,14 +75,23 @@ export function createHttpServer(engine: Engine, opts: HttpServerOptions): OpenA
 
   const generation = (parse: typeof parseCompletionRequest): Handler =>
     async (req, res, rc) => {
-      refuseWhileDraining();
-      const plan = parse(await readJson(req), served);
-      const aborter = new AbortController();
-      // 'close' before the response finished = the client went away: free the engine's blocks now.
-      res.once('close', () => {
-        if (!res.writableFinished) aborter.abort();
-      });
-      await runGeneration(plan, { engine, modelName: served.name, signal: aborter.signal, ...rc }, res);
+      const body = await readJson(req);
+      try {
+        refuseWhileDraining();
+        const plan = parse(body, served);
+        const aborter = new AbortController();
+        // 'close' before the response finished = the client went away: free the engine's blocks now.
+        res.once('close', () => {
+          if (!res.writableFinished) aborter.abort();
+        });
+        await runGeneration(plan, { engine, modelName: served.name, signal: aborter.signal, ...rc }, res);
+      } catch (err) {
+        // A P/D decode leg refused before it started: release the prefill engine's lease now (an
+        // admitted request does this itself when it finishes). At worst a second, harmless release.
+        const kv = body.kv_transfer_params;
+        if (!res.headersSent && kv !== null && typeof kv === 'object' && !Array.isArray(kv)) engine.declineRemoteKv?.(kv as Record<string, unknown>);
+        throw err;
+      }
     };
 
   // Routers scrape every ~50 ms; rendering the registry costs ~1 ms, which for 16 idle engines on one

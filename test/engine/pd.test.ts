@@ -116,6 +116,25 @@ test('lease expiry frees the blocks', async () => {
   assert.equal(await leased(), 0, 'tandem:kv_leased_blocks back to zero');
 });
 
+test('a decode leg cancelled while it waits (before its KV pull) frees the prefill lease at once, not at expiry', async () => {
+  const p = await start({ role: 'prefill' }); // 30 s lease
+  const d = await start({ role: 'decode', maxNumSeqs: 1 });
+  const leased = async () => Number(/^tandem:kv_leased_blocks(?:\{[^}]*\})? (\S+)$/m.exec(await p.metrics.registry.getSingleMetricAsString('tandem:kv_leased_blocks'))?.[1]);
+  const kv = (await run(p, prompts.manyBlocks, 1, { do_remote_decode: true })).finish.kvTransferParams!;
+  assert.ok((await leased()) > 0);
+  // the decode engine's only slot is busy: the leg waits in the queue, then its client goes away
+  const busy = run(d, prompts.short, 200);
+  const aborter = new AbortController();
+  const it = d.submit({ requestId: 'cancelled-leg-2', promptIds: d.tokenizer.encode(prompts.manyBlocks), sampling: GREEDY, maxTokens: 8, kvTransferParams: kv }, aborter.signal);
+  await new Promise((r) => setTimeout(r, 20));
+  aborter.abort();
+  for await (const e of it) if (e.type === 'finish') assert.equal(e.reason, 'abort');
+  const end = Date.now() + 5000;
+  while ((await leased()) > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(await leased(), 0, 'tandem:kv_leased_blocks back to zero well before the 30 s lease ends');
+  await busy;
+});
+
 test('a wrong transfer token or an incompatible prefill engine: clean failure, recompute gives the right text, both keep serving', async () => {
   const p = await start({ role: 'prefill' });
   const other = await start({ role: 'prefill', model: 'tinystories-656k' });

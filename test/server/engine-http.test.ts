@@ -323,6 +323,23 @@ test('P/D over HTTP: the prefill leg returns kv_transfer_params at the top level
   }
 });
 
+test('P/D over HTTP: a decode leg refused before admission frees the prefill engine\'s lease at once, not at expiry', T, async () => {
+  const [p, d] = await Promise.all([serve('--role', 'prefill'), serve('--role', 'decode')]);
+  try {
+    const prompt = 'Once upon a time, there was a little dog who liked to run in the park with his friends every day';
+    const leg1 = await post(`${p.url}/v1/completions`, { model: MODEL, prompt, max_tokens: 1, kv_transfer_params: { do_remote_decode: true } });
+    assert.equal(leg1.status, 200, JSON.stringify(leg1.json));
+    assert.ok((await metric(p.url, 'tandem:kv_leased_blocks')) > 0, 'leg 1 leased its blocks');
+    // the decode engine refuses the leg (context too long): nobody will pull, the lease (30 s) goes now
+    const leg2 = await post(`${d.url}/v1/completions`, { model: MODEL, prompt, max_tokens: 100_000, kv_transfer_params: leg1.json.kv_transfer_params });
+    assert.equal(leg2.status, 400);
+    assert.equal(leg2.json.error.code, 'context_length_exceeded');
+    await until(async () => (await metric(p.url, 'tandem:kv_leased_blocks')) === 0, 'the lease to be released', 5000);
+  } finally {
+    assert.deepEqual(await Promise.all([p.stop(), d.stop()]), [0, 0], p.output() + d.output());
+  }
+});
+
 test('POST /v1/kv/lookup reports the prefix held per tier (block pool and KV store)', T, async () => {
   const s = await serve('--kv-store', 'memory:64MiB', '--kv-chunk-tokens', '32');
   try {
