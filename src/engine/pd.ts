@@ -209,7 +209,7 @@ export class KvConnector implements ExternalKvSource {
             message: `KV transfer from the prefill engine ${r.remote.host}:${r.remote.port} failed (${reason}): ${(err as Error).message}`,
           });
         } else {
-          this.opts.log?.(`request ${seq.id}: KV pull failed (${reason}); recomputing the prompt locally`);
+          this.opts.log?.(`request ${seq.id}: KV pull failed (${reason}: ${(err as Error).message}); recomputing the prompt locally`);
         }
         // Free the prefill side's blocks now rather than at lease expiry (best effort).
         if (reason !== 'unreachable') this.notNeeded(r.remote);

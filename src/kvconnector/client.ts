@@ -29,6 +29,7 @@ import {
   int,
   MAX_CONTROL_PAYLOAD,
   MAX_DATA_PAYLOAD,
+  MAX_STREAMS_PER_CONNECTION,
   parseCompat,
   parseControl,
   PROTOCOL_VERSION,
@@ -285,6 +286,8 @@ function guard(ms: number, signal: AbortSignal | undefined, onFire: (err: KvTran
 
 export class KvTransferClient {
   private readonly peers = new Map<string, ClientConnection[]>();
+  /** pulls waiting for a stream slot, per peer (every allowed connection carries the maximum) */
+  private readonly slotWaiters = new Map<string, (() => void)[]>();
   private readonly maxConnectionsPerPeer: number;
   private readonly maxFrameBytes: number;
 
@@ -314,7 +317,7 @@ export class KvTransferClient {
 
   private async pullOnce(o: PullKvOptions, t0: number): Promise<PullKvResult> {
     if (o.signal?.aborted) throw new KvTransferError('aborted', `pull of ${o.requestId} was aborted`);
-    const conn = await this.acquire(o.host, o.port, o.compat, o.simulated === true, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, o.signal);
+    const conn = await this.acquire(o.host, o.port, o.compat, o.simulated === true, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, o.transferTimeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS, o.signal);
     try {
       const hello = conn.hello!;
       if (o.remoteEngineId !== undefined && hello.engineId !== o.remoteEngineId) {
@@ -325,7 +328,7 @@ export class KvTransferClient {
       }
       return await this.stream(conn, o, t0);
     } finally {
-      conn.users--;
+      this.done(conn);
     }
   }
 
@@ -459,8 +462,9 @@ export class KvTransferClient {
   async release(o: ReleaseKvOptions): Promise<void> {
     if (o.signal?.aborted) throw new KvTransferError('aborted', `release of ${o.requestId} was aborted`);
     // Any established connection to the peer will do: a release reads no KV, so compat is moot.
-    const existing = this.peers.get(peerKey(o.host, o.port))?.find((c) => c.hello && !c.dead);
-    const conn = existing ?? (await this.acquire(o.host, o.port, o.compat, o.simulated === true, o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, o.signal));
+    const existing = this.peers.get(peerKey(o.host, o.port))?.find((c) => c.hello && !c.dead && c.users < MAX_STREAMS_PER_CONNECTION);
+    const timeoutMs = o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const conn = existing ?? (await this.acquire(o.host, o.port, o.compat, o.simulated === true, timeoutMs, o.transferTimeoutMs ?? timeoutMs, o.signal));
     if (existing) existing.users++;
     try {
       await new Promise<void>((resolve, reject) => {
@@ -489,27 +493,71 @@ export class KvTransferClient {
         conn.send(encodeControl(FrameType.RELEASE, id, { requestId: o.requestId, transferToken: o.transferToken }));
       });
     } finally {
-      conn.users--;
+      this.done(conn);
     }
   }
 
-  /** A handshaken connection to host:port (pooled), reserved for one use: the caller decrements `users`. */
-  private async acquire(host: string, port: number, compat: KvCompat | undefined, simulated: boolean, connectTimeoutMs: number, signal?: AbortSignal): Promise<ClientConnection> {
+  /** A use of `conn` ended: its stream slot goes to the next pull waiting for one to that peer. */
+  private done(conn: ClientConnection): void {
+    conn.users--;
+    const key = peerKey(conn.host, conn.port);
+    const waiters = this.slotWaiters.get(key);
+    const next = waiters?.shift();
+    if (waiters?.length === 0) this.slotWaiters.delete(key);
+    next?.();
+  }
+
+  /** Waits until a use of a connection to `key` ends (then the caller looks again), at most `waitMs`. */
+  private waitForSlot(key: string, waitMs: number, signal: AbortSignal | undefined, what: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const waiters = this.slotWaiters.get(key) ?? [];
+      this.slotWaiters.set(key, waiters);
+      const wake = (): void => (unguard(), resolve());
+      const unguard = guard(waitMs, signal, (err) => {
+        const i = waiters.indexOf(wake);
+        if (i >= 0) waiters.splice(i, 1);
+        if (waiters.length === 0 && this.slotWaiters.get(key) === waiters) this.slotWaiters.delete(key);
+        reject(err);
+      }, what);
+      waiters.push(wake);
+    });
+  }
+
+  /**
+   * A handshaken connection to host:port (pooled), reserved for one use: the caller calls `done`.
+   * At most MAX_STREAMS_PER_CONNECTION uses share a connection (the server refuses more); with every
+   * allowed connection that full, the caller waits its turn, up to `waitMs`.
+   */
+  private async acquire(
+    host: string,
+    port: number,
+    compat: KvCompat | undefined,
+    simulated: boolean,
+    connectTimeoutMs: number,
+    waitMs: number,
+    signal?: AbortSignal,
+  ): Promise<ClientConnection> {
     const key = peerKey(host, port);
     const compatKey = compat ? JSON.stringify(compat) : '';
-    const list = this.peers.get(key) ?? [];
-    this.peers.set(key, list);
-    const candidates = list.filter((c) => !c.dead && c.simulated === simulated && (c.compat ? JSON.stringify(c.compat) : '') === compatKey);
-    let conn = candidates.reduce<ClientConnection | null>((best, c) => (!best || c.users < best.users ? c : best), null);
-    if (!conn || (conn.users > 0 && candidates.length < this.maxConnectionsPerPeer)) {
-      conn = new ClientConnection(host, port, compat, simulated, this.maxFrameBytes, connectTimeoutMs, (dead) => {
-        const l = this.peers.get(key);
-        if (!l) return;
-        const i = l.indexOf(dead);
-        if (i >= 0) l.splice(i, 1);
-        if (l.length === 0) this.peers.delete(key);
-      });
-      list.push(conn);
+    let conn: ClientConnection | null;
+    for (;;) {
+      const list = this.peers.get(key) ?? [];
+      this.peers.set(key, list);
+      const candidates = list.filter((c) => !c.dead && c.simulated === simulated && (c.compat ? JSON.stringify(c.compat) : '') === compatKey);
+      conn = candidates.reduce<ClientConnection | null>((best, c) => (!best || c.users < best.users ? c : best), null);
+      if (!conn || (conn.users > 0 && candidates.length < this.maxConnectionsPerPeer)) {
+        conn = new ClientConnection(host, port, compat, simulated, this.maxFrameBytes, connectTimeoutMs, (dead) => {
+          const l = this.peers.get(key);
+          if (!l) return;
+          const i = l.indexOf(dead);
+          if (i >= 0) l.splice(i, 1);
+          if (l.length === 0) this.peers.delete(key);
+        });
+        list.push(conn);
+        break;
+      }
+      if (conn.users < MAX_STREAMS_PER_CONNECTION) break;
+      await this.waitForSlot(key, waitMs, signal, `waiting for a free stream to ${host}:${port}`);
     }
     conn.users++;
     if (conn.hello) return conn;
@@ -522,7 +570,7 @@ export class KvTransferClient {
         );
       });
     } catch (err) {
-      conn.users--;
+      this.done(conn);
       throw err;
     }
     return conn;

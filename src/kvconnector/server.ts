@@ -31,6 +31,7 @@ import {
   int,
   MAX_CONTROL_PAYLOAD,
   MAX_DATA_PAYLOAD,
+  MAX_STREAMS_PER_CONNECTION,
   parseCompat,
   parseControl,
   PROTOCOL_VERSION,
@@ -133,7 +134,6 @@ interface Conn {
   handshakeTimer: NodeJS.Timeout | null;
 }
 
-const MAX_STREAMS_PER_CONNECTION = 64;
 /** Smallest gathered DATA frame worth cutting a transfer into. */
 const MIN_FRAME_BYTES = 256 * 1024;
 /** Gathered frames are copies in pooled buffers: keep them at most this big (and pipeline them). */

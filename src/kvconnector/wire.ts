@@ -68,6 +68,8 @@ export const MAX_DATA_PAYLOAD = 64 * 1024 * 1024;
 /** Default receive limit a client advertises; the server sizes frames below it. */
 export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
 export const MAX_REQUEST_ID_LENGTH = 512;
+/** Pulls and releases in flight on one connection; a client opening more is a protocol error. */
+export const MAX_STREAMS_PER_CONNECTION = 64;
 
 /** A protocol violation by the peer: the connection is dropped after reporting it. */
 export class WireError extends Error {

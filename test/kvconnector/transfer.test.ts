@@ -147,6 +147,34 @@ test('concurrent pulls multiplex over at most two pooled connections', async () 
   assert.ok(client.connectionCount(HOST, A.port) >= 1, 'connections stay open for reuse');
 });
 
+test('more pulls and releases at once than two connections carry (64 streams each) wait their turn, and all succeed', async () => {
+  // a decode engine under a burst: the server refuses a 65th stream on a connection, so the client
+  // must queue rather than open it (before the fix the whole connection died and every pull on it failed)
+  const own = new KvTransferClient({ maxConnectionsPerPeer: 2 });
+  try {
+    const N = 300;
+    const offers = await Promise.all(Array.from({ length: N }, (_, i) => A.offer(`burst-${i}`, 20 + (i % 5))));
+    const results = await Promise.all(
+      offers.map(({ transferToken }, i) => {
+        const n = 20 + (i % 5);
+        if (i % 6 === 5) return own.release({ host: HOST, port: A.port, requestId: `burst-${i}`, transferToken, compat: compatOf() }).then(() => undefined);
+        const dest = makePool({ blockSize: 16, numBlocks: 2, dtype: 'f32' });
+        return own
+          .pull({ host: HOST, port: A.port, requestId: `burst-${i}`, transferToken, compat: compatOf(), startToken: 0, numTokens: n, dest: { pool: dest, blockTable: [0, 1] } })
+          .then(() => ({ dest, n }));
+      }),
+    );
+    results.forEach((r, i) => {
+      if (!r) return;
+      assert.ok(localTokens(r.dest, [0, 1], 0, r.n, 'f32').equals(sourceTokens(A_CFG, offers[i]!.blockIds, 0, r.n, 'f32')), `pull ${i}`);
+    });
+    for (let i = 5; i < N; i += 6) assert.equal(await A.waitRelease(`burst-${i}`), 'not-needed');
+    assert.ok(own.connectionCount(HOST, A.port) <= 2, `${own.connectionCount(HOST, A.port)} connections`);
+  } finally {
+    own.close();
+  }
+});
+
 async function expectFailure(p: Promise<unknown>, reason: string, field?: string): Promise<KvTransferError> {
   const err = await p.then(
     () => assert.fail(`expected a '${reason}' failure`),
