@@ -25,6 +25,8 @@ export interface PoolOptions {
   heartbeatTtlMs: number;
   /** consecutive failed health probes before an endpoint is taken out */
   unhealthyThreshold: number;
+  /** a probe not answered within this long failed */
+  healthTimeoutMs: number;
   connectTimeoutMs: number;
   log: (line: string) => void;
 }
@@ -35,9 +37,13 @@ export const DEFAULT_POOL_OPTIONS: PoolOptions = {
   healthIntervalMs: 1000,
   heartbeatTtlMs: 3000,
   unhealthyThreshold: 2,
+  healthTimeoutMs: 3000,
   connectTimeoutMs: 2000,
   log: () => {},
 };
+
+/** /health answered, with a status other than 200: the endpoint is alive (draining, starting, sick). */
+class HealthStatusError extends Error {}
 
 export class EndpointState implements Endpoint {
   readonly id: string;
@@ -51,8 +57,21 @@ export class EndpointState implements Endpoint {
   blockSize = 16;
   inflight = 0;
   inflightTokens = 0;
+  /** the gateway's legs in flight to this endpoint, cancelled if it stops answering (see abortLegs) */
+  readonly legs = new Set<{ abort(err: Error): void }>();
   kvEventsEndpoint?: string;
   kvBytesPerToken?: number;
+
+  /**
+   * The endpoint stopped answering (probes time out or cannot connect, or its heartbeats stopped): a
+   * stalled or vanished process, not a busy or draining one, which still answers. Its legs in flight
+   * would wait for the request timeout; failing them now lets the gateway's usual paths take over — a
+   * prefill leg falls back to decode-local, a leg with nothing relayed yet is retried elsewhere, a
+   * stream ends with an error event.
+   */
+  abortLegs(reason: Error): void {
+    for (const leg of [...this.legs]) leg.abort(reason);
+  }
 
   /** role given explicitly (flag or registration) wins over engine metadata */
   roleFixed = false;
@@ -282,7 +301,9 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
     const now = Date.now();
     for (const ep of [...this.byId.values()]) {
       if (ep.source === 'registered' && now - ep.lastHeartbeat > this.opts.heartbeatTtlMs) {
-        this.remove(ep.id, `no heartbeat for ${now - ep.lastHeartbeat} ms`);
+        const why = `no heartbeat for ${now - ep.lastHeartbeat} ms`;
+        this.remove(ep.id, why);
+        ep.abortLegs(new Error(`endpoint ${ep.id} dropped: ${why}`));
         continue;
       }
       if (!ep.probing) void this.probe(ep);
@@ -293,9 +314,10 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
   async probe(ep: EndpointState): Promise<void> {
     ep.probing = true;
     try {
-      const r = await ep.control.request({ path: '/health', method: 'GET' });
+      const t = this.opts.healthTimeoutMs;
+      const r = await ep.control.request({ path: '/health', method: 'GET', headersTimeout: t, bodyTimeout: t });
       await r.body.dump();
-      if (r.statusCode !== 200) throw new Error(`/health answered ${r.statusCode}`);
+      if (r.statusCode !== 200) throw new HealthStatusError(`/health answered ${r.statusCode}`);
       if (!ep.healthy || ep.models.length === 0) await this.discover(ep);
       if (!ep.healthy) this.opts.log(`endpoint ${ep.id} healthy (role ${ep.role}, models ${ep.models.join(',') || '?'})`);
       ep.healthy = true;
@@ -306,6 +328,10 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
       if (ep.healthy && ep.healthFailures >= this.opts.unhealthyThreshold) {
         ep.healthy = false;
         this.opts.log(`endpoint ${ep.id} unhealthy: ${(err as Error).message}`);
+        if (!(err instanceof HealthStatusError) && ep.legs.size > 0) {
+          this.opts.log(`endpoint ${ep.id}: cancelling its ${ep.legs.size} legs in flight`);
+          ep.abortLegs(new Error(`endpoint ${ep.id} stopped answering (${(err as Error).message})`));
+        }
       }
     } finally {
       ep.probing = false;

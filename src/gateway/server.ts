@@ -102,6 +102,8 @@ class Exchange implements Deadlined {
   reason: unknown;
   /** the leg in flight, cancelled on abort */
   leg: UpstreamLeg | undefined;
+  /** where `leg` went */
+  legEndpoint: EndpointState | undefined;
   deadline = 0;
   prevDeadline: Deadlined | undefined;
   nextDeadline: Deadlined | undefined;
@@ -117,13 +119,21 @@ class Exchange implements Deadlined {
     private readonly timeoutMs: number,
   ) {}
 
+  /** The leg in flight settled. */
+  endLeg(): void {
+    const leg = this.leg;
+    if (!leg) return;
+    this.legEndpoint!.legs.delete(leg);
+    this.leg = undefined;
+    this.legEndpoint = undefined;
+  }
 
   abort(reason: Error): void {
     if (this.aborted) return;
     this.aborted = true;
     this.reason = reason;
     const leg = this.leg;
-    this.leg = undefined;
+    this.endLeg();
     leg?.abort(reason);
   }
 
@@ -436,6 +446,8 @@ export class Gateway {
   private send(ep: EndpointState, ex: Exchange, body: Buffer, leg: UpstreamLeg): Promise<void> {
     if (ex.aborted) return Promise.reject(ex.reason);
     ex.leg = leg;
+    ex.legEndpoint = ep;
+    ep.legs.add(leg);
     return leg.start(ep.traffic, ex.path, ex.upstreamHeaders, body);
   }
 
@@ -460,7 +472,7 @@ export class Gateway {
       try {
         const leg = new UpstreamLeg();
         await this.send(ep, ex, body, leg);
-        ex.leg = undefined;
+        ex.endLeg();
         const text = leg.body.toString('utf8');
         if (leg.status < 200 || leg.status >= 300) {
           this.log(`prefill ${ep.id} answered ${leg.status} for ${ex.sreq.requestId}: ${text.slice(0, 200)}`);
@@ -477,7 +489,7 @@ export class Gateway {
         this.rates.observePrefill(ep.id, tokens - cached, (performance.now() - t0) / 1000);
         return { endpoint: ep, kvTransferParams: j.kv_transfer_params, cachedTokens: cached };
       } catch (err) {
-        ex.leg = undefined;
+        ex.endLeg();
         if (ex.aborted) throw ex.reason;
         this.log(`prefill ${ep.id} failed for ${ex.sreq.requestId}: ${(err as Error).message}`);
         this.upstreamFailed(ex, ep, err, 'upstream_connect');
@@ -531,7 +543,7 @@ export class Gateway {
           lastError = new HttpError(502, `endpoint ${ep.id} broke mid-response: ${(err as Error).message}`, 'server_error', 'upstream_error');
           continue;
         } finally {
-          ex.leg = undefined;
+          ex.endLeg();
         }
         if (leg.sink) return; // relayed
         const status = leg.status;

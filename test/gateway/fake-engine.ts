@@ -29,6 +29,8 @@ export class FakeEngine {
   readonly requests: Recorded[] = [];
   fail: FailMode = 'none';
   healthy = true;
+  /** like a SIGSTOPped process: nothing is answered and streams pause (until set back to false) */
+  stalled = false;
   opts: Required<FakeEngineOptions>;
   port = 0;
 
@@ -60,6 +62,7 @@ export class FakeEngine {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      if (this.stalled) return;
       const path = req.url ?? '/';
       if (path === '/health') {
         res.writeHead(this.healthy ? 200 : 503).end();
@@ -156,6 +159,10 @@ export class FakeEngine {
     const n = this.opts.chunks;
     const tick = () => {
       if (res.destroyed) return;
+      if (this.stalled) {
+        setTimeout(tick, this.opts.chunkDelayMs);
+        return;
+      }
       if (this.fail === 'dieMidStream' && i === 2) {
         res.socket?.destroy();
         return;

@@ -205,6 +205,53 @@ test('decode dying mid-stream ends the stream with an error event and [DONE]', a
   assert.equal(events.filter((e) => e.includes('chat.completion.chunk')).length, 2);
 });
 
+test('an endpoint that stops answering (stalled process): its legs in flight are cancelled and take the usual failure paths', async () => {
+  const p = await fake({ role: 'prefill' });
+  const d1 = await fake({ role: 'decode', chunks: 200, chunkDelayMs: 20 });
+  const gw = await startGateway({
+    port: 0,
+    log: () => {},
+    pool: { healthIntervalMs: 100, scrapeIntervalMs: 50, healthTimeoutMs: 300 },
+    endpoints: [{ url: p.url, role: 'prefill' }, { url: d1.url, role: 'decode' }],
+    configText: PD_PROXY_CONFIG_YAML,
+  });
+  open.push(gw);
+  await waitFor(() => gw.pool.all().filter((e) => e.healthy).length === 2, 5000, 'endpoints healthy');
+  const ep = (f: FakeEngine) => gw.pool.all().find((e) => e.url === f.url)!;
+
+  // a stream is running on d1 when d1 stalls: it ends with an error event instead of hanging
+  const r = await post(gw, '/v1/completions', { model: 'fake', prompt: 'x', stream: true });
+  const reader = r.body!.getReader();
+  await reader.read();
+  d1.stalled = true;
+  let text = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += Buffer.from(value).toString();
+  }
+  const events = sseEvents(text);
+  assert.equal(events.at(-1), '[DONE]');
+  assert.match(events.at(-2)!, /upstream_stream_broken/);
+  assert.match(events.at(-2)!, /stopped answering/);
+  await waitFor(() => !ep(d1).healthy, 3000, 'd1 out');
+  d1.stalled = false;
+  await waitFor(() => ep(d1).healthy, 3000, 'd1 back');
+
+  // the prefill engine stalls with a prefill leg in flight: the request decodes locally, in about the
+  // probe timeout × threshold, not the 600 s request timeout
+  p.stalled = true;
+  const t0 = Date.now();
+  const r2 = await post(gw, '/v1/completions', { model: 'fake', prompt: 'hello', max_tokens: 4 });
+  assert.equal(r2.status, 200);
+  assert.equal(r2.headers.get('x-tandem-route'), 'decode-only');
+  assert.equal(r2.headers.get('x-tandem-fallback'), 'prefill-failed');
+  await r2.json();
+  assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+  assert.equal(ep(p).legs.size, 0, 'no leg left registered');
+  assert.equal(ep(d1).legs.size, 0, 'no leg left registered');
+});
+
 test('a client disconnect cancels the prefill leg (and no decode leg starts)', async () => {
   const p = await fake({ role: 'prefill' });
   const d = await fake({ role: 'decode' });
