@@ -49,6 +49,13 @@ export class DeadlineList {
     x.prevDeadline = x.nextDeadline = undefined;
   }
 
+  /** Every entry, oldest first (a snapshot: `fn` may remove entries). */
+  snapshot(): Deadlined[] {
+    const out: Deadlined[] = [];
+    for (let x = this.head; x; x = x.nextDeadline) out.push(x);
+    return out;
+  }
+
   /** Removes and fires every entry whose deadline has passed. */
   expire(now: number): void {
     while (this.head && this.head.deadline <= now) {

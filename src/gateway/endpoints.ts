@@ -57,21 +57,9 @@ export class EndpointState implements Endpoint {
   blockSize = 16;
   inflight = 0;
   inflightTokens = 0;
-  /** the gateway's legs in flight to this endpoint, cancelled if it stops answering (see abortLegs) */
-  readonly legs = new Set<{ abort(err: Error): void }>();
+
   kvEventsEndpoint?: string;
   kvBytesPerToken?: number;
-
-  /**
-   * The endpoint stopped answering (probes time out or cannot connect, or its heartbeats stopped): a
-   * stalled or vanished process, not a busy or draining one, which still answers. Its legs in flight
-   * would wait for the request timeout; failing them now lets the gateway's usual paths take over — a
-   * prefill leg falls back to decode-local, a leg with nothing relayed yet is retried elsewhere, a
-   * stream ends with an error event.
-   */
-  abortLegs(reason: Error): void {
-    for (const leg of [...this.legs]) leg.abort(reason);
-  }
 
   /** role given explicitly (flag or registration) wins over engine metadata */
   roleFixed = false;
@@ -152,6 +140,12 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
   private readonly listeners = new Set<Listener>();
   private timers: NodeJS.Timeout[] = [];
   readonly opts: PoolOptions;
+  /**
+   * Called when an endpoint stopped answering (probes time out or cannot connect, or its heartbeats
+   * stopped): a stalled or vanished process, not a busy or draining one, which still answers. The
+   * gateway then fails its legs in flight, which would otherwise wait for the request timeout.
+   */
+  onStalled: ((ep: EndpointState, reason: Error) => void) | undefined;
 
   constructor(opts: Partial<PoolOptions> = {}) {
     this.opts = { ...DEFAULT_POOL_OPTIONS, ...opts };
@@ -303,7 +297,7 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
       if (ep.source === 'registered' && now - ep.lastHeartbeat > this.opts.heartbeatTtlMs) {
         const why = `no heartbeat for ${now - ep.lastHeartbeat} ms`;
         this.remove(ep.id, why);
-        ep.abortLegs(new Error(`endpoint ${ep.id} dropped: ${why}`));
+        this.onStalled?.(ep, new Error(`endpoint ${ep.id} dropped: ${why}`));
         continue;
       }
       if (!ep.probing) void this.probe(ep);
@@ -328,10 +322,7 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
       if (ep.healthy && ep.healthFailures >= this.opts.unhealthyThreshold) {
         ep.healthy = false;
         this.opts.log(`endpoint ${ep.id} unhealthy: ${(err as Error).message}`);
-        if (!(err instanceof HealthStatusError) && ep.legs.size > 0) {
-          this.opts.log(`endpoint ${ep.id}: cancelling its ${ep.legs.size} legs in flight`);
-          ep.abortLegs(new Error(`endpoint ${ep.id} stopped answering (${(err as Error).message})`));
-        }
+        if (!(err instanceof HealthStatusError)) this.onStalled?.(ep, new Error(`endpoint ${ep.id} stopped answering (${(err as Error).message})`));
       }
     } finally {
       ep.probing = false;

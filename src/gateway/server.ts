@@ -121,9 +121,6 @@ class Exchange implements Deadlined {
 
   /** The leg in flight settled. */
   endLeg(): void {
-    const leg = this.leg;
-    if (!leg) return;
-    this.legEndpoint!.legs.delete(leg);
     this.leg = undefined;
     this.legEndpoint = undefined;
   }
@@ -170,6 +167,7 @@ export class Gateway {
     // deadlines fire up to a tick late: 1 s for the default 600 s, finer for short timeouts
     this.deadlines = new DeadlineList(Math.min(1000, Math.max(5, Math.floor(this.opts.requestTimeoutMs / 20))));
     this.pool = new EndpointPool({ log: this.log, ...options.pool });
+    this.pool.onStalled = (ep, reason) => this.failLegsTo(ep, reason);
     const config = loadSchedulerConfig(options.configText ?? DEFAULT_CONFIG_YAML, {
       rates: this.rates,
       endpoints: this.pool,
@@ -405,6 +403,18 @@ export class Gateway {
     }
   }
 
+  /**
+   * An endpoint stopped answering: its legs in flight fail now and take the usual paths — a prefill
+   * leg falls back to decode-local, a leg with nothing relayed yet is retried elsewhere, a stream ends
+   * with an error event — instead of waiting for the request timeout. Rare, so the in-flight
+   * exchanges are scanned here rather than indexed per endpoint on every request.
+   */
+  private failLegsTo(ep: EndpointState, reason: Error): void {
+    const stuck = (this.deadlines.snapshot() as Exchange[]).filter((ex) => ex.leg !== undefined && ex.legEndpoint === ep);
+    if (stuck.length > 0) this.log(`endpoint ${ep.id}: cancelling its ${stuck.length} legs in flight`);
+    for (const ex of stuck) ex.leg?.abort(reason);
+  }
+
   /** Runs the legs; returns the route actually taken. */
   private async dispatch(ex: Exchange, result: SchedulingResult): Promise<SchedulingResult['decision']> {
     if (result.decision === 'prefill-decode' && result.prefill?.length) {
@@ -447,7 +457,6 @@ export class Gateway {
     if (ex.aborted) return Promise.reject(ex.reason);
     ex.leg = leg;
     ex.legEndpoint = ep;
-    ep.legs.add(leg);
     return leg.start(ep.traffic, ex.path, ex.upstreamHeaders, body);
   }
 

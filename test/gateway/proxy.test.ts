@@ -128,7 +128,8 @@ test('a dead endpoint is retried on another and taken out; health checks bring i
   }
   await bad.stop();
   gw.pool.get(`127.0.0.1:${badPort}`)!.healthy = true; // as if a probe had just passed
-  for (let i = 0; i < 4; i++) {
+  // ties are broken at random: keep asking until one request has tried the dead endpoint (each is still answered)
+  for (let i = 0; i < 30 && gw.pool.get(`127.0.0.1:${badPort}`)!.healthy; i++) {
     const r = await post(gw, '/v1/completions', { model: 'fake', prompt: `q${i}`, stream: i % 2 === 0 });
     assert.equal(r.status, 200);
     await r.text();
@@ -248,8 +249,8 @@ test('an endpoint that stops answering (stalled process): its legs in flight are
   assert.equal(r2.headers.get('x-tandem-fallback'), 'prefill-failed');
   await r2.json();
   assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
-  assert.equal(ep(p).legs.size, 0, 'no leg left registered');
-  assert.equal(ep(d1).legs.size, 0, 'no leg left registered');
+  assert.equal(ep(p).inflight, 0);
+  assert.equal(ep(d1).inflight, 0);
 });
 
 test('a client disconnect cancels the prefill leg (and no decode leg starts)', async () => {
