@@ -70,6 +70,8 @@ export interface PullKvOptions {
   connectTimeoutMs?: number;
   /** deadline for the transfer itself, PULL to END (default 60 s) */
   transferTimeoutMs?: number;
+  /** the transfer fails when no frame of it arrived for this long (default 10 s): a stalled prefill engine */
+  idleTimeoutMs?: number;
   signal?: AbortSignal;
   /** count bytes/tokens/seconds and failures here (see createKvMetrics) */
   registry?: Registry;
@@ -109,6 +111,8 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
 /** A DATA frame lands in place only if its destination regions average at least this many bytes. */
 const MIN_LANDING_REGION = 16 * 1024;
 const DEFAULT_TRANSFER_TIMEOUT_MS = 60_000;
+/** Frames of a live transfer come milliseconds apart; this much silence means the sender stalled. */
+const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
 
 interface ClientStream {
   onFrame(h: FrameHeader, payload: Buffer, landed: boolean): void;
@@ -347,12 +351,15 @@ export class KvTransferClient {
         if (done) return;
         done = true;
         unguard();
+        clearTimeout(idle);
         conn.closeStream(id, cancel);
         if (err) reject(err);
         else resolve({ bytes, tokens: end - o.startToken, seconds: (performance.now() - t0) / 1000 });
       };
       const what = `pull of ${o.requestId} from ${o.host}:${o.port}`;
       const unguard = guard(o.transferTimeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS, o.signal, (err) => finish(err, true), what);
+      const idleMs = o.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+      const idle = setTimeout(() => finish(new KvTransferError('timeout', `${what}: nothing received for ${idleMs} ms`), true), idleMs);
       // KV in the destination's own dtype, into a pool whose wasm memory we know, lands in place:
       // the kernel writes the blocks, the checksum reads them there, nothing is copied.
       const senderDtype = conn.hello?.kvDtype;
@@ -393,6 +400,7 @@ export class KvTransferClient {
         fail: (err) => finish(err),
         land,
         onFrame: (h, payload, landed) => {
+          idle.refresh();
           switch (h.type) {
             case FrameType.DATA: {
               const sub = readSubheader(payload);

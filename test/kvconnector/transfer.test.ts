@@ -175,6 +175,32 @@ test('more pulls and releases at once than two connections carry (64 streams eac
   }
 });
 
+test('a prefill engine that stops answering mid-transfer fails the pull after the idle timeout, not the 60 s deadline', async () => {
+  const S = await ServerProcess.start({ ...A_CFG, engineId: 'engine-stall' });
+  const own = new KvTransferClient();
+  try {
+    const first = await S.offer('stall-0', 40);
+    const dest = () => ({ pool: makePool({ blockSize: 16, numBlocks: 4, dtype: 'f32' }), blockTable: [0, 1, 2, 3] });
+    await own.pull({ host: HOST, port: S.port, requestId: 'stall-0', transferToken: first.transferToken, compat: compatOf(), startToken: 0, numTokens: 40, dest: dest() });
+    const second = await S.offer('stall-1', 40);
+    process.kill(S.child.pid!, 'SIGSTOP'); // the connection stays open; nothing comes back
+    try {
+      const t0 = Date.now();
+      const err = await expectFailure(
+        own.pull({ host: HOST, port: S.port, requestId: 'stall-1', transferToken: second.transferToken, compat: compatOf(), startToken: 0, numTokens: 40, dest: dest(), idleTimeoutMs: 400 }),
+        'timeout',
+      );
+      assert.match(err.message, /nothing received for 400 ms/);
+      assert.ok(Date.now() - t0 < 5000, `failed after ${Date.now() - t0} ms`);
+    } finally {
+      process.kill(S.child.pid!, 'SIGCONT');
+    }
+  } finally {
+    own.close();
+    await S.stop();
+  }
+});
+
 async function expectFailure(p: Promise<unknown>, reason: string, field?: string): Promise<KvTransferError> {
   const err = await p.then(
     () => assert.fail(`expected a '${reason}' failure`),
