@@ -116,6 +116,8 @@ export class KvEventSubscriber {
     readonly address: string,
     onBatch: (batch: EventBatch, topic: string) => void,
     onProblem: (message: string) => void,
+    /** the sequence went back (to 0, as a new publisher starts): the engine restarted and lost what it held in memory */
+    onRestart?: (message: string) => void,
   ) {
     this.sock.connect(address);
     this.sock.subscribe('kv@');
@@ -129,7 +131,8 @@ export class KvEventSubscriber {
           const [topic, seqBuf, payload] = frames as [Buffer, Buffer, Buffer];
           if (seqBuf.length === 8) {
             const seq = seqBuf.readBigUInt64BE(0);
-            if (this.lastSeq !== undefined && seq !== this.lastSeq + 1n) onProblem(`${address}: sequence gap ${this.lastSeq} → ${seq}; index may be missing blocks`);
+            if (this.lastSeq !== undefined && seq <= this.lastSeq) onRestart?.(`${address}: sequence went back ${this.lastSeq} → ${seq}: the engine restarted`);
+            else if (this.lastSeq !== undefined && seq !== this.lastSeq + 1n) onProblem(`${address}: sequence gap ${this.lastSeq} → ${seq}; index may be missing blocks`);
             this.lastSeq = seq;
           }
           try {

@@ -62,14 +62,16 @@ test('calibrating a simulated engine recovers its own profile (the measurement m
   }
   const measured = loadProfile(out);
   const truth = new TimingModel(loadProfile('h200-llama8b'));
-  // a simulated step never ends early; it may end late on a busy machine, so the upper bounds are loose
+  // A simulated step never ends early; it may end late on a busy machine (the host work of 32 streams
+  // shares two cores with whatever else runs), so the upper bounds are loose: a wrong method (per
+  // request instead of per step, a batch counted as one) would be off by far more.
   for (const [tokens, ms] of measured.prefill) {
     const want = truth.prefillMs(tokens);
     assert.ok(ms >= want * 0.97 && ms <= want * 1.3, `prefill ${tokens}: measured ${ms} ms, profile ${want} ms`);
   }
   for (const [batch, ctx, ms] of measured.decode) {
     const want = truth.decodeMs(batch, ctx);
-    assert.ok(ms >= want * 0.97 && ms <= want * 1.6, `decode batch ${batch} at ${ctx}: measured ${ms} ms, profile ${want.toFixed(2)} ms`);
+    assert.ok(ms >= want * 0.97 && ms <= want * 2.5, `decode batch ${batch} at ${ctx}: measured ${ms} ms, profile ${want.toFixed(2)} ms`);
   }
   assert.equal(measured.kvBytesPerToken, 131072);
   assert.equal(measured.kvCacheTokens, Math.floor(860000 / 16) * 16);

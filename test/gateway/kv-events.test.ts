@@ -81,6 +81,16 @@ test('precise index over ZMQ: stored blocks (both encodings) are matched by toke
     await send(enc.encode([4, [['AllBlocksCleared']]]));
     await waitFor(() => producer.blocks(engine.id) === 0, 3000, 'clear');
     assert.ok(logs.some((l) => /parent block is unknown/.test(l)));
+
+    // the engine restarts: its publisher counts from 0 again and its memory holds nothing of before
+    await send(enc.encode([5, [['BlockStored', [101, BIG], null, range(0, 32), 16, null, 'GPU']]]));
+    await waitFor(() => producer.blocks(engine.id) === 2, 3000, 'stored again');
+    seq = 0n;
+    await send(enc.encode([6, [['BlockStored', [201], null, range(100, 116), 16, null, 'GPU']]]));
+    await waitFor(() => producer.blocks(engine.id) === 1, 3000, 'the old blocks dropped, the new one kept');
+    assert.deepEqual(match(range(0, 50)), [0, 0, 3]);
+    assert.deepEqual(match(range(100, 120)), [1, 0, 1]);
+    assert.ok(logs.some((l) => /sequence went back \d+ → 0: the engine restarted; its block-pool and CPU-tier entries are dropped/.test(l)), logs.join('\n'));
   } finally {
     await producer.close?.();
     pub.close();

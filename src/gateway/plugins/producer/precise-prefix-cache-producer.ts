@@ -67,6 +67,16 @@ export const precisePrefixCacheProducer: PluginFactory = {
       }
     };
 
+    // A restarted engine starts empty in memory (block pool, CPU tier); its disk and Redis tiers survive.
+    const restarted = (endpointId: string, why: string) => {
+      for (const m of ['GPU', 'CPU']) {
+        const id = m === 'GPU' ? endpointId : `${endpointId}\u0000${m}`;
+        index.clear(id);
+        engines.get(id)?.engineToRequest.clear();
+      }
+      ctx.log(`precise-prefix-cache-producer: ${why}; its block-pool and CPU-tier entries are dropped`);
+    };
+
     const apply = (endpointId: string, model: string, batch: EventBatch) => {
       const seed = chainSeed(model);
       for (const ev of batch.events) {
@@ -123,6 +133,7 @@ export const precisePrefixCacheProducer: PluginFactory = {
             apply(ep.id, parts.length >= 3 ? parts.slice(2).join('@') : fallbackModel(), batch);
           },
           problem,
+          (why) => restarted(ep.id, why),
         );
       },
       (ep: Endpoint) => {
