@@ -40,6 +40,8 @@ export const precisePrefixCacheProducer: PluginFactory = {
     const reported = new Set<string>();
     const problem = (m: string) => {
       if (reported.has(m)) return;
+      // each message once, but some carry numbers (sequence gaps) and would accumulate forever
+      if (reported.size >= 256) reported.clear();
       reported.add(m);
       ctx.log(`precise-prefix-cache-producer: ${m}`);
     };
