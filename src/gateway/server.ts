@@ -34,6 +34,12 @@ export interface GatewayOptions {
   configSource?: string;
   /** when set, /v1/* needs `Authorization: Bearer <one of these>` */
   apiKeys?: string[];
+  /**
+   * When set, the control plane (registering and deregistering endpoints, listing them) needs
+   * `Authorization: Bearer <this>`. Unset: it needs an API key when there are any, else it is open
+   * (a laptop). An open registration lets anyone who reaches the gateway receive its prompts.
+   */
+  registrationKey?: string;
   /** requests in flight beyond this get 429 */
   maxInflight?: number;
   maxBodyBytes?: number;
@@ -146,7 +152,10 @@ export class Gateway {
   readonly rates = new ObservedRates();
   readonly server: H1Server;
   private inflight = 0;
-  private readonly opts: Required<Omit<GatewayOptions, 'pool' | 'endpoints' | 'configText' | 'apiKeys'>> & { apiKeys: Buffer[] };
+  private readonly opts: Required<Omit<GatewayOptions, 'pool' | 'endpoints' | 'configText' | 'apiKeys' | 'registrationKey'>> & {
+    apiKeys: Buffer[];
+    registrationKeys: Buffer[];
+  };
   readonly log: (line: string) => void;
   private readonly deadlines: DeadlineList;
 
@@ -163,6 +172,7 @@ export class Gateway {
       processMetrics: options.processMetrics ?? false,
       log: this.log,
       apiKeys: (options.apiKeys ?? []).map((k) => Buffer.from(k)),
+      registrationKeys: options.registrationKey ? [Buffer.from(options.registrationKey)] : (options.apiKeys ?? []).map((k) => Buffer.from(k)),
     };
     // deadlines fire up to a tick late: 1 s for the default 600 s, finer for short timeouts
     this.deadlines = new DeadlineList(Math.min(1000, Math.max(5, Math.floor(this.opts.requestTimeoutMs / 20))));
@@ -221,12 +231,12 @@ export class Gateway {
     await this.pool.close();
   }
 
-  private authorized(req: H1Request): boolean {
-    if (this.opts.apiKeys.length === 0) return true;
+  private authorized(req: H1Request, keys = this.opts.apiKeys): boolean {
+    if (keys.length === 0) return true;
     const h = req.get('authorization');
     if (!h || !h.startsWith('Bearer ')) return false;
     const got = Buffer.from(h.slice(7).trim());
-    return this.opts.apiKeys.some((k) => k.length === got.length && timingSafeEqual(k, got));
+    return keys.some((k) => k.length === got.length && timingSafeEqual(k, got));
   }
 
   private async route(req: H1Request, res: H1Response): Promise<void> {
@@ -237,9 +247,11 @@ export class Gateway {
     if (method === 'POST' && (path === '/v1/completions' || path === '/v1/chat/completions')) {
       return this.inference(req, res, path, path === '/v1/completions' ? 'completions' : 'chat');
     }
-    if (path.startsWith('/v1/') && !path.startsWith('/v1/endpoints') && !this.authorized(req)) {
+    const control = path.startsWith('/v1/endpoints') || path === '/admin/endpoints';
+    if ((control || path.startsWith('/v1/')) && !this.authorized(req, control ? this.opts.registrationKeys : this.opts.apiKeys)) {
       this.metrics.error('unauthorized');
-      return sendError(res, new HttpError(401, 'invalid or missing API key', 'authentication_error', 'invalid_api_key'));
+      const what = control ? 'registration key (or, without --registration-key, API key)' : 'API key';
+      return sendError(res, new HttpError(401, `invalid or missing ${what}`, 'authentication_error', 'invalid_api_key'));
     }
     if (method === 'GET' && path === '/v1/models') return this.json(res, 200, this.models());
     if (method === 'GET' && path === '/health') return this.json(res, 200, { status: 'ok' });

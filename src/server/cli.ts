@@ -39,6 +39,7 @@ const FLAGS = {
   'max-body-bytes': { type: 'string', default: '4MiB', help: 'largest accepted request body' },
   'api-key': { type: 'string', help: 'require Authorization: Bearer <key> on /v1/*' },
   register: { type: 'string', help: 'gateway URL to register with (heartbeats while serving)' },
+  'register-key': { type: 'string', help: 'bearer key for --register (the gateway\'s --registration-key; env TANDEM_REGISTRATION_KEY)' },
   'drain-timeout': { type: 'number', default: 30, help: 'seconds running requests get to finish on SIGTERM' },
   help: { type: 'boolean' },
 } as const;
@@ -97,6 +98,7 @@ export async function main(argv: string[]): Promise<number> {
       url: `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`,
       engine,
       kvEventsEndpoint: engineOpts.kvEventsEndpoint && connectableEndpoint(engineOpts.kvEventsEndpoint, reachable),
+      key: http.registerKey,
     });
   }
   return shutdownOnSignal(server, engine, http.drainTimeoutMs, registration);
@@ -157,6 +159,7 @@ function httpOptions(f: Flags) {
     maxBodyBytes,
     apiKey: nonEmpty(f['api-key'], 'api-key'),
     register,
+    registerKey: nonEmpty(f['register-key'], 'register-key') ?? process.env['TANDEM_REGISTRATION_KEY'] ?? undefined,
     drainTimeoutMs: positive(f['drain-timeout'], 'drain-timeout', true)! * 1000,
   };
 }

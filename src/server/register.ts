@@ -26,6 +26,8 @@ export interface RegistrationTarget {
   engine: Engine;
   /** ZMQ address the gateway can connect to for KV events */
   kvEventsEndpoint?: string;
+  /** sent as `Authorization: Bearer <key>` (the gateway's --registration-key, or one of its --api-key) */
+  key?: string;
   log?: (line: string) => void;
 }
 
@@ -38,6 +40,7 @@ export function startRegistration(gateway: string, self: RegistrationTarget): Re
     model: self.engine.info.modelName,
     ...(self.kvEventsEndpoint ? { kv_events_endpoint: self.kvEventsEndpoint } : {}),
   });
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...(self.key ? { authorization: `Bearer ${self.key}` } : {}) };
   let interval = DEFAULT_HEARTBEAT_MS;
   let failing = false;
   let stopped = false;
@@ -45,7 +48,7 @@ export function startRegistration(gateway: string, self: RegistrationTarget): Re
 
   const beat = async (): Promise<void> => {
     try {
-      const res = await fetch(`${base}${REGISTER_PATH}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(2000) });
+      const res = await fetch(`${base}${REGISTER_PATH}`, { method: 'POST', headers, body, signal: AbortSignal.timeout(2000) });
       const text = await res.text();
       if (!res.ok) throw new Error(`HTTP ${res.status}: ${text.slice(0, 200)}`);
       const asked = (JSON.parse(text) as { heartbeat_interval_ms?: unknown }).heartbeat_interval_ms;
@@ -73,7 +76,7 @@ export function startRegistration(gateway: string, self: RegistrationTarget): Re
       clearTimeout(timer);
       await fetch(`${base}${DEREGISTER_PATH}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers,
         body: JSON.stringify({ url: self.url }),
         signal: AbortSignal.timeout(2000),
       })

@@ -3,6 +3,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeEngine, waitFor } from './fake-engine.ts';
 import { startGateway, PD_PROXY_CONFIG_YAML, type Gateway, type GatewayOptions } from '../../src/gateway/index.ts';
+import { startRegistration } from '../../src/server/register.ts';
+import type { Engine } from '../../src/engine/api.ts';
 
 const NEVER_SPLIT = `plugins:
 - {type: token-producer, parameters: {backend: estimate}}
@@ -349,6 +351,47 @@ test('self-registration: register, heartbeat, dropped after missed heartbeats', 
   const bad = await post(gw, '/v1/endpoints/register', { url: d.url, role: 'middle' });
   assert.equal(bad.status, 400);
   assert.match(((await bad.json()) as { error: { message: string } }).error.message, /role/);
+});
+
+test('the control plane needs the registration key (or, without one, an API key); tandem serve --register-key sends it', async () => {
+  const d = await fake({ role: 'decode', model: 'reg' });
+  const reg = { url: d.url, role: 'decode' };
+  /** body null: a GET */
+  const call = (gw: Gateway, path: string, key?: string, body: unknown = reg) =>
+    fetch(`${gw.url}${path}`, {
+      method: body === null ? 'GET' : 'POST',
+      headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+      body: body === null ? undefined : JSON.stringify(body),
+    }).then(async (r) => ((await r.arrayBuffer()), r.status));
+
+  const both = await gateway({ endpoints: [], configText: NEVER_SPLIT, apiKeys: ['client-key'], registrationKey: 'reg-key' });
+  assert.equal(await call(both, '/v1/endpoints/register'), 401);
+  assert.equal(await call(both, '/v1/endpoints/register', 'client-key'), 401, 'a client API key cannot register an endpoint');
+  assert.equal(await call(both, '/admin/endpoints', 'client-key'), 401);
+  assert.equal(await call(both, '/v1/endpoints', undefined, null), 401, 'listing endpoints shows internal addresses');
+  assert.equal(both.pool.all().length, 0);
+  assert.equal(await call(both, '/v1/endpoints/register', 'reg-key'), 200);
+  assert.equal(await call(both, '/v1/endpoints', 'reg-key', null), 200);
+  assert.equal(await call(both, '/v1/endpoints/deregister', 'client-key', { url: d.url }), 401);
+  assert.equal(await call(both, '/v1/endpoints/deregister', 'reg-key', { url: d.url }), 200);
+
+  // no registration key: the API keys guard the control plane too
+  const apiOnly = await gateway({ endpoints: [], configText: NEVER_SPLIT, apiKeys: ['client-key'] });
+  assert.equal(await call(apiOnly, '/v1/endpoints/register'), 401);
+  assert.equal(await call(apiOnly, '/v1/endpoints/register', 'client-key'), 200);
+
+  // the engine side: --register-key is sent with every heartbeat and the deregistration
+  const engine = { info: { role: 'decode', modelName: 'reg' } } as unknown as Engine;
+  const logs: string[] = [];
+  const denied = startRegistration(both.url, { url: d.url, engine, log: (l) => logs.push(l) });
+  await denied.ready;
+  await denied.stop();
+  assert.match(logs.join('\n'), /registration with .* failed \(HTTP 401/);
+  const allowed = startRegistration(both.url, { url: d.url, engine, key: 'reg-key', log: () => {} });
+  await allowed.ready;
+  assert.ok(both.pool.get(`127.0.0.1:${d.port}`), 'registered with the key');
+  await allowed.stop();
+  assert.equal(both.pool.get(`127.0.0.1:${d.port}`), undefined, 'deregistered with the key');
 });
 
 test('health checks take a failing endpoint out and bring it back', async () => {
