@@ -33,9 +33,13 @@ try {
   if (typeof code === 'number' && code !== 0) process.exitCode = code;
 } catch (err) {
   // Errors the user can act on carry a one-line message; anything else is a bug and keeps its stack.
-  const e = err as Error & { userFacing?: boolean };
+  const e = err as Error & { userFacing?: boolean; code?: string; syscall?: string; address?: string; port?: number };
   if (e && (e.name === 'ModelLoadError' || e.name === 'UsageError' || e.userFacing)) {
     console.error(`tandem ${cmd}: ${e.message}`);
+    process.exitCode = 2;
+  } else if (e?.syscall === 'listen' && (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL')) {
+    const why = e.code === 'EADDRINUSE' ? 'the address is in use (another tandem? choose another --port)' : e.code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : 'no such local address (check --host)';
+    console.error(`tandem ${cmd}: cannot listen on ${e.address ?? '?'}:${e.port ?? '?'}: ${why}`);
     process.exitCode = 2;
   } else {
     console.error(err);

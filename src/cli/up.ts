@@ -62,6 +62,17 @@ export function freePort(): Promise<number> {
   });
 }
 
+function assertCanListen(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'EADDRINUSE' ? 'it is in use (another tandem up? choose another --port)' : err.message;
+      reject(new UsageError(`cannot listen on ${host}:${port}: ${why}`));
+    });
+    s.listen(port, host, () => s.close(() => resolve()));
+  });
+}
+
 function spawnChild(name: string, args: string[]): Pick<Child, 'proc' | 'exited' | 'startedAt'> {
   // detached: the child leads its own process group, so stopping it reaches its workers too
   const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: process.env });
@@ -169,6 +180,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   const model = f.model ?? (simulated ? 'synthetic:tiny' : 'stories260K');
   const gatewayPort = f.port === 0 ? await freePort() : (f.port ?? 8000);
+  // before any engine starts: a taken gateway port would otherwise surface only after the engines loaded
+  await assertCanListen(f.host!, gatewayPort);
   const deadline = Date.now() + (f['startup-timeout'] ?? 120) * 1000;
   const policy = f.restart as RestartPolicy;
   if (!['on-failure', 'always', 'never'].includes(policy)) throw new UsageError(`--restart must be on-failure, always or never (got '${f.restart}')`);
