@@ -11,6 +11,7 @@ const BENCHES: Record<string, string> = {
   llamacpp: './llamacpp/cli.ts',
   loadgen: './loadgen/selfcheck.ts',
   'sim-gateway': './sim-gateway.ts',
+  chaos: './chaos.ts',
 };
 
 export async function main(argv: string[]): Promise<number | void> {

@@ -2,29 +2,14 @@
 // the gateway serves from the others, and `--restart never` ends the cluster instead (exit 1).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startUp } from '../../src/bench/experiments/cluster.ts';
+import { servePid } from '../../src/bench/chaos.ts';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
-
-/** The pid of the `tandem serve` listening on `port` (from /proc: no ss or lsof needed). */
-function servePid(port: number): number {
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    let argv: string[];
-    try {
-      argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
-    } catch {
-      continue; // gone meanwhile
-    }
-    const at = argv.indexOf('--port');
-    if (argv.includes('serve') && at >= 0 && argv[at + 1] === String(port)) return Number(name);
-  }
-  throw new Error(`no tandem serve on port ${port}`);
-}
 
 async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
   const end = Date.now() + timeoutMs;
