@@ -20,6 +20,7 @@ const spec = {
   'staleness-ms': { type: 'number', default: 2000, help: 'scraped metrics older than this are ignored' },
   'health-interval-ms': { type: 'number', default: 1000, help: 'health probe period' },
   'health-timeout-ms': { type: 'number', default: 3000, help: 'a health probe not answered this long failed (2 in a row: out, and its legs in flight are cancelled)' },
+  'drain-timeout': { type: 'number', default: 30, help: 'seconds requests in progress get to finish after SIGTERM/SIGINT (a second signal stops at once)' },
   'heartbeat-ttl-ms': { type: 'number', default: 3000, help: 'registered endpoints without a heartbeat this long are dropped' },
   'print-default-config': { type: 'boolean', help: 'print the built-in config and exit' },
   'check-config': { type: 'boolean', help: 'validate --config and exit' },
@@ -32,7 +33,7 @@ function usage(): string {
   return lines.join('\n');
 }
 
-export function gatewayOptionsFromFlags(argv: string[]): { opts: GatewayOptions; flags: ReturnType<typeof parseFlags<typeof spec>> } {
+export function gatewayOptionsFromFlags(argv: string[]): { opts: GatewayOptions; flags: ReturnType<typeof parseFlags<typeof spec>>; drainTimeoutMs: number } {
   const f = parseFlags(argv, spec);
   if (f._.length) throw new UsageError(`unexpected argument '${f._[0]}'`);
   let configText: string | undefined;
@@ -68,22 +69,28 @@ export function gatewayOptionsFromFlags(argv: string[]): { opts: GatewayOptions;
     },
     processMetrics: true,
   };
-  return { opts, flags: f };
+  return { opts, flags: f, drainTimeoutMs: positive('drain-timeout', f['drain-timeout']) * 1000 };
 }
 
-/** Serve until SIGINT/SIGTERM. */
-export async function runUntilSignal(close: () => Promise<void>): Promise<number> {
+/**
+ * Serve until SIGINT/SIGTERM, then `drain` (requests in progress finish); a second signal during the
+ * drain stops at once with `close`.
+ */
+export async function runUntilSignal(close: () => Promise<void>, drain: () => Promise<void> = close): Promise<number> {
   await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
   });
-  await close();
+  const again = new Promise<'again'>((resolve) => {
+    process.once('SIGINT', () => resolve('again'));
+    process.once('SIGTERM', () => resolve('again'));
+  });
+  if ((await Promise.race([drain().then(() => 'drained' as const), again])) === 'again') await close();
   return 0;
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { opts, flags } = gatewayOptionsFromFlags(argv);
+  const { opts, flags, drainTimeoutMs } = gatewayOptionsFromFlags(argv);
   if (flags.help) {
     console.log(usage());
     return 0;
@@ -99,5 +106,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   console.error(`[gateway] listening on ${gw.url} (${gw.pool.all().length} static endpoints, profiles: ${[...gw.scheduler.config.profiles.keys()].join(', ')})`);
-  return runUntilSignal(() => gw.close());
+  return runUntilSignal(
+    () => gw.close(),
+    () => gw.drain(drainTimeoutMs),
+  );
 }

@@ -175,6 +175,8 @@ export class H1Response {
         h += 'transfer-encoding: chunked\r\n';
       }
     }
+    // a drain that began while the request was being handled still closes the connection after it
+    if (this.conn.server.draining) this.closeAfter = true;
     h += this.closeAfter ? 'connection: close\r\n' : this.conn.http10 ? 'connection: keep-alive\r\n' : '';
     h += this.conn.server.dateLine;
     this.head = h + '\r\n';
@@ -317,13 +319,20 @@ class ServerConnection {
     this.onClose();
   }
 
+  /** Closes a connection that is between requests (the server is draining). */
+  endIdle(): void {
+    if (this.dead || !this.idle) return;
+    this.state = CLOSING;
+    this.endSocket();
+  }
+
   /** The handler ended its answer: next request, or close. */
   answered(res: H1Response): void {
     if (res !== this.res) return;
     this.res = undefined;
     this.req = undefined;
     this.lastTick = this.server.tick;
-    if (res.closeAfter || !this.keepAlive) {
+    if (res.closeAfter || !this.keepAlive || this.server.draining) {
       this.state = CLOSING;
       this.endSocket();
       return;
@@ -716,6 +725,30 @@ export class H1Server {
   /** @internal */
   forget(conn: ServerConnection): void {
     this.conns.delete(conn);
+    if (this.conns.size === 0) this.onEmpty?.();
+  }
+
+  /** Set by `drain`: answers carry `connection: close` and their connection ends after them. */
+  draining = false;
+  private onEmpty: (() => void) | undefined;
+
+  /**
+   * Graceful stop: no new connections; connections between requests close now; one with a request
+   * in progress gets its answer (with `connection: close`) and then closes. Resolves once every
+   * connection is gone, or after `timeoutMs`, when what is left is dropped.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    this.server.close();
+    for (const c of [...this.conns]) c.endIdle();
+    if (this.conns.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        this.onEmpty = () => (clearTimeout(timer), resolve());
+      });
+      this.onEmpty = undefined;
+    }
+    await this.close();
   }
 
   listen(port: number, host: string): Promise<void> {
@@ -742,6 +775,7 @@ export class H1Server {
   close(): Promise<void> {
     clearInterval(this.timer);
     for (const c of [...this.conns]) c.destroy();
+    if (!this.server.listening) return Promise.resolve();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 

@@ -224,6 +224,22 @@ export class Gateway {
     return `http://${this.opts.host}:${this.port}`;
   }
 
+  /** True once `drain` started: /ready answers 503 so load balancers stop sending. */
+  draining = false;
+
+  /**
+   * Graceful stop (SIGTERM): no new connections, /ready 503, requests in progress finish — up to
+   * `timeoutMs`, after which what is left is cut — then everything closes.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    const inflight = this.inflight;
+    if (inflight > 0) this.log(`draining: ${inflight} requests in flight, up to ${Math.round(timeoutMs / 1000)} s`);
+    await this.server.drain(timeoutMs);
+    if (this.inflight > 0) this.log(`drain timeout: ${this.inflight} requests cut`);
+    await this.close();
+  }
+
   async close(): Promise<void> {
     await this.server.close();
     this.deadlines.stop();
@@ -256,7 +272,7 @@ export class Gateway {
     if (method === 'GET' && path === '/v1/models') return this.json(res, 200, this.models());
     if (method === 'GET' && path === '/health') return this.json(res, 200, { status: 'ok' });
     if (method === 'GET' && path === '/ready') {
-      const ready = this.pool.all().some((e) => e.healthy && e.role !== 'prefill');
+      const ready = !this.draining && this.pool.all().some((e) => e.healthy && e.role !== 'prefill');
       return this.json(res, ready ? 200 : 503, { ready });
     }
     if (method === 'GET' && path === '/metrics') {
