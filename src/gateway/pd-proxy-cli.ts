@@ -11,6 +11,7 @@ const spec = {
   port: { type: 'number', default: 8000, help: 'listen port' },
   host: { type: 'string', default: '127.0.0.1', help: 'listen address' },
   'request-timeout': { type: 'number', default: 600, help: 'seconds per request' },
+  'drain-timeout': { type: 'number', default: 30, help: 'seconds requests in progress get to finish after SIGTERM/SIGINT' },
   help: { type: 'boolean' },
 } as const;
 
@@ -32,5 +33,8 @@ export async function main(argv: string[]): Promise<number> {
     pool: { scrapeIntervalMs: 1000 },
   });
   console.error(`[pd-proxy] listening on ${gw.url}: prefill ${f.prefill.join(', ')} → decode ${f.decode.join(', ')}`);
-  return runUntilSignal(() => gw.close());
+  return runUntilSignal(
+    () => gw.close(),
+    () => gw.drain((f['drain-timeout'] ?? 30) * 1000),
+  );
 }
