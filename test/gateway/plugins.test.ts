@@ -276,6 +276,12 @@ schedulingProfiles:
   assert.equal(s.pick(req('x', { tokens: { count: 59, exact: true } }), [B]).decision, 'decode-only');
   // nothing that decodes
   assert.throws(() => s.pick(req(), [P]), /decode workers/);
+  // several sequences (n, best_of) are never split: a P/D leg carries one
+  for (const extra of [{ n: 2 }, { best_of: 3 }]) {
+    const many = s.pick(req('x', { tokens: { count: 59, exact: true }, body: { model: 'm', prompt: 'x', ...extra } }), [P, D1, D2]);
+    assert.equal(many.decision, 'decode-only');
+    assert.match(many.reason, /sequences asked \(n\/best_of\): a P\/D leg carries one/);
+  }
 });
 
 test('single-profile-handler runs its profile', () => {

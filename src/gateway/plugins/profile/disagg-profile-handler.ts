@@ -58,6 +58,8 @@ export const disaggProfileHandler: PluginFactory = {
         if (!decider || !ctx.profiles.has(prefillProfile)) {
           return { decision: 'decode-only', decode: decode.targets, reason: 'P/D disabled (no prefill decider or profile)' };
         }
+        const many = sequencesAsked(req.body);
+        if (many > 1) return { decision: 'decode-only', decode: decode.targets, reason: `${many} sequences asked (n/best_of): a P/D leg carries one` };
         const prefillRun = new PrefillRun(ctx, prefillProfile, target.id);
         const d = decider.decide(req, target, prefillRun);
         if (!d.disaggregate) return { decision: 'decode-only', decode: decode.targets, reason: d.reason };
@@ -70,6 +72,17 @@ export const disaggProfileHandler: PluginFactory = {
     };
   },
 };
+
+/**
+ * How many sequences the request asks for. vLLM's P/D protocol moves one sequence's KV per request
+ * (tandem engines refuse kv_transfer_params with n > 1), so such a request is not split: splitting it
+ * would only cost a refused prefill leg before the same decode-local run.
+ */
+function sequencesAsked(body: Record<string, unknown>): number {
+  const n = typeof body.n === 'number' ? body.n : 1;
+  const bestOf = typeof body.best_of === 'number' ? body.best_of : 1;
+  return Math.max(n, bestOf);
+}
 
 /** The prefill profile's ranking, run once and only if asked (no closures per request: see ProfileRuns). */
 class PrefillRun implements DeciderContext {
