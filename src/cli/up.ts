@@ -49,9 +49,11 @@ interface Child {
   restarts: number;
   /** pending restart */
   timer: NodeJS.Timeout | undefined;
+  /** what its output said: a port it was given was taken by the time it bound it */
+  seen: { portClash: boolean };
 }
 
-export function freePort(): Promise<number> {
+function anyFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
@@ -60,6 +62,21 @@ export function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/** Ports this process handed out: the OS may offer a port again once it is free, before its user binds it. */
+const handedOut = new Set<number>();
+
+/** A port free now and not handed out before by this process (two engines once got the same one). */
+export async function freePort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = await anyFreePort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('no free port found that was not handed out already');
 }
 
 function assertCanListen(host: string, port: number): Promise<void> {
@@ -73,18 +90,22 @@ function assertCanListen(host: string, port: number): Promise<void> {
   });
 }
 
-function spawnChild(name: string, args: string[]): Pick<Child, 'proc' | 'exited' | 'startedAt'> {
+function spawnChild(name: string, args: string[], seen: Child['seen']): Pick<Child, 'proc' | 'exited' | 'startedAt'> {
   // detached: the child leads its own process group, so stopping it reaches its workers too
   const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: process.env });
   for (const stream of [proc.stdout!, proc.stderr!]) {
-    createInterface({ input: stream }).on('line', (line) => process.stdout.write(line.startsWith(`[${name}] `) ? `${line}\n` : `[${name}] ${line}\n`));
+    createInterface({ input: stream }).on('line', (line) => {
+      if (/EADDRINUSE|address already in use/i.test(line)) seen.portClash = true;
+      process.stdout.write(line.startsWith(`[${name}] `) ? `${line}\n` : `[${name}] ${line}\n`);
+    });
   }
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   return { proc, exited, startedAt: Date.now() };
 }
 
 function startChild(name: string, args: string[]): Child {
-  return { name, args, ...spawnChild(name, args), restarts: 0, timer: undefined };
+  const seen = { portClash: false };
+  return { name, args, ...spawnChild(name, args, seen), restarts: 0, timer: undefined, seen };
 }
 
 /** How a child's incarnation ended, for the log: "code 1", "signal SIGKILL". */
@@ -115,7 +136,7 @@ function supervise(children: Child[], policy: RestartPolicy, isStopping: () => b
         c.timer = setTimeout(() => {
           c.timer = undefined;
           if (isStopping()) return;
-          Object.assign(c, spawnChild(c.name, c.args));
+          Object.assign(c, spawnChild(c.name, c.args, c.seen));
           watch(c);
         }, delay);
       });
@@ -209,23 +230,43 @@ export async function main(argv: string[]): Promise<number> {
   process.once('SIGTERM', onSignal);
 
   try {
-    const engines: { name: string; role: string; url: string; kvEvents?: string; profile?: string }[] = [];
+    type EngineSpec = { name: string; role: 'prefill' | 'decode' | 'both'; url: string; kvEvents?: string; profile?: string };
+    const startEngine = async (role: EngineSpec['role'], name: string): Promise<{ child: Child; spec: EngineSpec }> => {
+      const port = await freePort();
+      const kvEvents = f['kv-events'] ? `tcp://*:${await freePort()}` : undefined;
+      const args = ['serve', '--model', model, '--port', String(port), '--role', role, '--kv-port', '0'];
+      const profile = profileOf(role);
+      if (profile !== undefined) args.push('--simulate', profile);
+      if (f.tokenizer) args.push('--tokenizer', f.tokenizer);
+      if (kvEvents) args.push('--kv-events-endpoint', kvEvents);
+      args.push(...f['engine-arg']);
+      return { child: startChild(name, args), spec: { name, role, url: `http://127.0.0.1:${port}`, kvEvents, profile } };
+    };
+    const engines: EngineSpec[] = [];
     for (const role of ['prefill', 'decode', 'both'] as const) {
       for (let i = 0; i < roles[role]; i++) {
-        const port = await freePort();
-        const kvEvents = f['kv-events'] ? `tcp://*:${await freePort()}` : undefined;
-        const args = ['serve', '--model', model, '--port', String(port), '--role', role, '--kv-port', '0'];
-        const profile = profileOf(role);
-        if (profile !== undefined) args.push('--simulate', profile);
-        if (f.tokenizer) args.push('--tokenizer', f.tokenizer);
-        if (kvEvents) args.push('--kv-events-endpoint', kvEvents);
-        args.push(...f['engine-arg']);
-        const name = `${role}-${i}`;
-        children.push(startChild(name, args));
-        engines.push({ name, role, url: `http://127.0.0.1:${port}`, kvEvents, profile });
+        const { child, spec } = await startEngine(role, `${role}-${i}`);
+        children.push(child);
+        engines.push(spec);
       }
     }
-    const ready = Promise.all(engines.map((e, i) => waitHealthy(`${e.url}/health`, children[i]!, deadline)));
+    // A port picked here is free until the engine binds it, and another process (an engine's KV
+    // port, any outgoing connection) may take it meanwhile: such an engine starts again on others.
+    const ready = Promise.all(
+      engines.map(async (e, k) => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return await waitHealthy(`${engines[k]!.url}/health`, children[k]!, deadline);
+          } catch (err) {
+            if (!children[k]!.seen.portClash || attempt >= 3 || stopping) throw err;
+            console.error(`tandem up: ${e.name} found a port taken meanwhile; starting it again on other ports`);
+            const again = await startEngine(e.role, e.name);
+            children[k] = again.child;
+            engines[k] = again.spec;
+          }
+        }
+      }),
+    );
     const first = await Promise.race([ready.then(() => 'ready' as const), signal.then(() => 'signal' as const)]);
     if (first === 'signal') {
       await stopAll();
