@@ -42,6 +42,9 @@ export const DEFAULT_POOL_OPTIONS: PoolOptions = {
   log: () => {},
 };
 
+/** An engine tokenizes a prompt in milliseconds; one that takes this long is stalled or overloaded. */
+const TOKENIZE_TIMEOUT_MS = 1000;
+
 /** /health answered, with a status other than 200: the endpoint is alive (draining, starting, sick). */
 class HealthStatusError extends Error {}
 
@@ -137,6 +140,8 @@ type Listener = { added: (ep: Endpoint) => void; removed: (ep: Endpoint) => void
 
 export class EndpointPool implements EndpointEvents, EngineTokenizer {
   private readonly byId = new Map<string, EndpointState>();
+  /** round-robin start among the endpoints that can tokenize */
+  private tokenizeTurn = 0;
   private readonly listeners = new Set<Listener>();
   private timers: NodeJS.Timeout[] = [];
   readonly opts: PoolOptions;
@@ -362,21 +367,34 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
     return false;
   }
 
-  /** Exact ids from the first candidate that answers POST /tokenize (vLLM shape); undefined if none can. */
+  /**
+   * Exact ids from a candidate that answers POST /tokenize (vLLM shape); undefined if none can.
+   * Endpoints whose metrics are fresh go first, taken in turn so one engine does not tokenize for all;
+   * one that does not answer within TOKENIZE_TIMEOUT_MS is passed over. (Always asking the first
+   * candidate made every new request wait 5 s on a hung engine: the whole cluster stalled with it.)
+   */
   async tokenize(req: SchedulingRequest, candidates: readonly EndpointState[] | readonly Endpoint[]): Promise<number[] | undefined> {
+    const usable: EndpointState[] = [];
     for (const c of candidates) {
       const ep = this.byId.get(c.id);
-      if (!ep || ep.tokenizeSupported === false) continue;
-      const body =
-        req.kind === 'chat'
-          ? { model: req.model, messages: req.body.messages, add_generation_prompt: true }
-          : { model: req.model, prompt: req.body.prompt };
+      if (ep && ep.tokenizeSupported !== false) usable.push(ep);
+    }
+    if (usable.length === 0) return undefined;
+    const start = this.tokenizeTurn++ % usable.length;
+    const order = [...usable.slice(start), ...usable.slice(0, start)].sort((a, b) => Number(b.metricsFresh) - Number(a.metricsFresh));
+    const body = JSON.stringify(
+      req.kind === 'chat' ? { model: req.model, messages: req.body.messages, add_generation_prompt: true } : { model: req.model, prompt: req.body.prompt },
+    );
+    let failures = 0;
+    for (const ep of order) {
       try {
         const r = await ep.control.request({
           path: '/tokenize',
           method: 'POST',
           headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(body),
+          body,
+          headersTimeout: TOKENIZE_TIMEOUT_MS,
+          bodyTimeout: TOKENIZE_TIMEOUT_MS,
         });
         if (r.statusCode === 404 || r.statusCode === 405 || r.statusCode === 501) {
           ep.tokenizeSupported = false;
@@ -395,7 +413,8 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
         ep.tokenizeSupported = true;
         return j.tokens as number[];
       } catch {
-        return undefined;
+        // no answer in time, or the connection failed: the next one, twice at most
+        if (++failures >= 2) return undefined;
       }
     }
     return undefined;

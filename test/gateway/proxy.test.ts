@@ -255,6 +255,28 @@ test('an endpoint that stops answering (stalled process): its legs in flight are
   assert.equal(ep(d1).inflight, 0);
 });
 
+test('tokenization passes over a hung engine: new requests do not wait on it', async () => {
+  const d1 = await fake({ role: 'decode', tokenize: true });
+  const d2 = await fake({ role: 'decode', tokenize: true });
+  // default config: the engines tokenize; quick probes, so a decode leg sent to d1 is failed over fast
+  const gw = await gateway({ endpoints: [{ url: d1.url, role: 'decode' }, { url: d2.url, role: 'decode' }], pool: { healthIntervalMs: 100, scrapeIntervalMs: 50, healthTimeoutMs: 300 } });
+  const ask = async (i: number) => {
+    const t0 = Date.now();
+    const r = await post(gw, '/v1/completions', { model: 'fake', prompt: `distinct prompt number ${i} with a few words` });
+    assert.equal(r.status, 200);
+    await r.text();
+    return Date.now() - t0;
+  };
+  await ask(0);
+  d1.stalled = true;
+  // before the gateway knows (health probes take seconds), a request costs at most the tokenize timeout
+  // on d1 — and only while d1 is tried first — then d2 tokenizes and decodes
+  const times: number[] = [];
+  for (let i = 1; i <= 6; i++) times.push(await ask(i));
+  assert.ok(times.every((t) => t < 2500), `request times ${times.join(', ')} ms`);
+  d1.stalled = false;
+});
+
 test('a client disconnect cancels the prefill leg (and no decode leg starts)', async () => {
   const p = await fake({ role: 'prefill' });
   const d = await fake({ role: 'decode' });
