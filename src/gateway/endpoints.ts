@@ -57,6 +57,8 @@ export class EndpointState implements Endpoint {
   healthy = false;
   metrics: EngineMetrics = { waiting: 0, running: 0, kvUsage: 0, scrapedAt: 0 };
   metricsFresh = false;
+  /** healthy by its probes, but its scrapes stopped succeeding: likely hung (scheduled only if nothing else is left) */
+  stalled = false;
   blockSize = 16;
   inflight = 0;
   inflightTokens = 0;
@@ -142,15 +144,19 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
   private readonly byId = new Map<string, EndpointState>();
   /** round-robin start among the endpoints that can tokenize */
   private tokenizeTurn = 0;
+  /** some endpoint is stalled (see EndpointState.stalled); checked per request, so kept by the scrape tick */
+  private anyStalled = false;
   private readonly listeners = new Set<Listener>();
   private timers: NodeJS.Timeout[] = [];
   readonly opts: PoolOptions;
   /**
    * Called when an endpoint stopped answering (probes time out or cannot connect, or its heartbeats
    * stopped): a stalled or vanished process, not a busy or draining one, which still answers. The
-   * gateway then fails its legs in flight, which would otherwise wait for the request timeout.
+   * gateway then fails its legs in flight, which would otherwise wait for the request timeout. On the
+   * earlier, weaker sign — its scrapes stopped succeeding — only the legs that are safe to abandon
+   * (`safeOnly`: prefill legs, and legs whose answer has not begun reaching the client).
    */
-  onStalled: ((ep: EndpointState, reason: Error) => void) | undefined;
+  onStalled: ((ep: EndpointState, reason: Error, safeOnly: boolean) => void) | undefined;
 
   constructor(opts: Partial<PoolOptions> = {}) {
     this.opts = { ...DEFAULT_POOL_OPTIONS, ...opts };
@@ -190,7 +196,11 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
   candidates(model: string): EndpointState[] {
     const out: EndpointState[] = [];
     for (const ep of this.byId.values()) if (ep.healthy && (ep.models.length === 0 || ep.models.includes(model))) out.push(ep);
-    return out;
+    if (!this.anyStalled) return out;
+    // Passed over while it does not answer its scrapes, unless nothing else is left. A stalled
+    // prefill engine thus leaves requests decode-local, seconds before the health probes give up on it.
+    const answering = out.filter((ep) => !ep.stalled);
+    return answering.length > 0 ? answering : out;
   }
 
   knownModels(): string[] {
@@ -253,10 +263,22 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
 
   private scrapeTick(): void {
     const now = Date.now();
+    let anyStalled = false;
     for (const ep of this.byId.values()) {
       ep.metricsFresh = ep.metrics.scrapedAt > 0 && now - ep.metrics.scrapedAt <= this.opts.stalenessMs;
+      // it served metrics, and no scrape (one every scrapeIntervalMs) has succeeded for stalenessMs
+      const stalled = ep.healthy && !ep.metricsMissing && ep.metrics.scrapedAt > 0 && !ep.metricsFresh;
+      if (stalled !== ep.stalled) {
+        ep.stalled = stalled;
+        this.opts.log(stalled ? `endpoint ${ep.id}: no metrics for ${this.opts.stalenessMs} ms; not scheduled while others answer` : `endpoint ${ep.id}: answering again`);
+        // legs that are safe to abandon go now (prefill legs, answers not yet begun: retried elsewhere);
+        // streams already relaying wait for the health probes' verdict
+        if (stalled) this.onStalled?.(ep, new Error(`endpoint ${ep.id} stopped answering its scrapes`), true);
+      }
+      anyStalled ||= stalled;
       if (!ep.scraping && ep.healthy && !ep.metricsMissing) void this.scrape(ep);
     }
+    this.anyStalled = anyStalled;
   }
 
   private async scrape(ep: EndpointState): Promise<void> {
@@ -302,7 +324,7 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
       if (ep.source === 'registered' && now - ep.lastHeartbeat > this.opts.heartbeatTtlMs) {
         const why = `no heartbeat for ${now - ep.lastHeartbeat} ms`;
         this.remove(ep.id, why);
-        this.onStalled?.(ep, new Error(`endpoint ${ep.id} dropped: ${why}`));
+        this.onStalled?.(ep, new Error(`endpoint ${ep.id} dropped: ${why}`), false);
         continue;
       }
       if (!ep.probing) void this.probe(ep);
@@ -318,7 +340,10 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
       await r.body.dump();
       if (r.statusCode !== 200) throw new HealthStatusError(`/health answered ${r.statusCode}`);
       if (!ep.healthy || ep.models.length === 0) await this.discover(ep);
-      if (!ep.healthy) this.opts.log(`endpoint ${ep.id} healthy (role ${ep.role}, models ${ep.models.join(',') || '?'})`);
+      if (!ep.healthy) {
+        this.opts.log(`endpoint ${ep.id} healthy (role ${ep.role}, models ${ep.models.join(',') || '?'})`);
+        ep.metrics.scrapedAt = 0; // what was scraped before it went away says nothing now (and it is not "stalled")
+      }
       ep.healthy = true;
       ep.healthFailures = 0;
       ep.metricsMissing = false;
@@ -327,7 +352,7 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
       if (ep.healthy && ep.healthFailures >= this.opts.unhealthyThreshold) {
         ep.healthy = false;
         this.opts.log(`endpoint ${ep.id} unhealthy: ${(err as Error).message}`);
-        if (!(err instanceof HealthStatusError)) this.onStalled?.(ep, new Error(`endpoint ${ep.id} stopped answering (${(err as Error).message})`));
+        if (!(err instanceof HealthStatusError)) this.onStalled?.(ep, new Error(`endpoint ${ep.id} stopped answering (${(err as Error).message})`), false);
       }
     } finally {
       ep.probing = false;

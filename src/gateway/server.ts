@@ -110,6 +110,8 @@ class Exchange implements Deadlined {
   leg: UpstreamLeg | undefined;
   /** where `leg` went */
   legEndpoint: EndpointState | undefined;
+  /** `leg` is a prefill leg (abandoning it costs only a decode-local run) */
+  legIsPrefill = false;
   deadline = 0;
   prevDeadline: Deadlined | undefined;
   nextDeadline: Deadlined | undefined;
@@ -177,7 +179,7 @@ export class Gateway {
     // deadlines fire up to a tick late: 1 s for the default 600 s, finer for short timeouts
     this.deadlines = new DeadlineList(Math.min(1000, Math.max(5, Math.floor(this.opts.requestTimeoutMs / 20))));
     this.pool = new EndpointPool({ log: this.log, ...options.pool });
-    this.pool.onStalled = (ep, reason) => this.failLegsTo(ep, reason);
+    this.pool.onStalled = (ep, reason, safeOnly) => this.failLegsTo(ep, reason, safeOnly);
     const config = loadSchedulerConfig(options.configText ?? DEFAULT_CONFIG_YAML, {
       rates: this.rates,
       endpoints: this.pool,
@@ -437,9 +439,13 @@ export class Gateway {
    * with an error event — instead of waiting for the request timeout. Rare, so the in-flight
    * exchanges are scanned here rather than indexed per endpoint on every request.
    */
-  private failLegsTo(ep: EndpointState, reason: Error): void {
-    const stuck = (this.deadlines.snapshot() as Exchange[]).filter((ex) => ex.leg !== undefined && ex.legEndpoint === ep);
-    if (stuck.length > 0) this.log(`endpoint ${ep.id}: cancelling its ${stuck.length} legs in flight`);
+  private failLegsTo(ep: EndpointState, reason: Error, safeOnly: boolean): void {
+    // safe to abandon: a prefill leg (the decode engine computes the prompt itself), or a leg whose
+    // answer has not begun reaching the client (it is retried on another endpoint)
+    const stuck = (this.deadlines.snapshot() as Exchange[]).filter(
+      (ex) => ex.leg !== undefined && ex.legEndpoint === ep && (!safeOnly || ex.legIsPrefill || !ex.res.headersSent),
+    );
+    if (stuck.length > 0) this.log(`endpoint ${ep.id}: cancelling its ${stuck.length} ${safeOnly ? 'not yet answering ' : ''}legs in flight`);
     for (const ex of stuck) ex.leg?.abort(reason);
   }
 
@@ -481,10 +487,11 @@ export class Gateway {
   }
 
   /** Sends one leg; a client gone or a timeout cancels it through `ex.abort`. */
-  private send(ep: EndpointState, ex: Exchange, body: Buffer, leg: UpstreamLeg): Promise<void> {
+  private send(ep: EndpointState, ex: Exchange, body: Buffer, leg: UpstreamLeg, prefill = false): Promise<void> {
     if (ex.aborted) return Promise.reject(ex.reason);
     ex.leg = leg;
     ex.legEndpoint = ep;
+    ex.legIsPrefill = prefill;
     return leg.start(ep.traffic, ex.path, ex.upstreamHeaders, body);
   }
 
@@ -508,7 +515,7 @@ export class Gateway {
       ep.inflightTokens += tokens;
       try {
         const leg = new UpstreamLeg();
-        await this.send(ep, ex, body, leg);
+        await this.send(ep, ex, body, leg, true);
         ex.endLeg();
         const text = leg.body.toString('utf8');
         if (leg.status < 200 || leg.status >= 300) {

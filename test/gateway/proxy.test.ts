@@ -277,6 +277,59 @@ test('tokenization passes over a hung engine: new requests do not wait on it', a
   d1.stalled = false;
 });
 
+test('an endpoint whose scrapes stop succeeding: its prefill legs are cancelled and it is passed over — a hung prefill engine leaves requests decode-local', async () => {
+  const p = await fake({ role: 'prefill' });
+  const d = await fake({ role: 'decode' });
+  // probes that would take 20 s to give up: only the scrapes (every 50 ms, stale after 2 s) notice
+  const gw = await gateway({ endpoints: [{ url: p.url, role: 'prefill' }, { url: d.url, role: 'decode' }], configText: PD_PROXY_CONFIG_YAML, pool: { healthIntervalMs: 100, scrapeIntervalMs: 50, healthTimeoutMs: 10_000 } });
+  const pep = gw.pool.all().find((e) => e.url === p.url)!;
+  await waitFor(() => pep.metricsFresh, 3000, 'a first scrape');
+  p.stalled = true;
+  // a request already on its prefill leg: cancelled when the scrapes go stale, then decoded locally
+  const t1 = Date.now();
+  const first = await post(gw, '/v1/completions', { model: 'fake', prompt: 'hello there', max_tokens: 4 });
+  assert.equal(first.status, 200);
+  assert.equal(first.headers.get('x-tandem-fallback'), 'prefill-failed');
+  await first.text();
+  assert.ok(Date.now() - t1 < 4000, `the stuck prefill leg took ${Date.now() - t1} ms to give up`);
+  await waitFor(() => pep.stalled, 4000, 'the prefill engine marked stalled');
+  assert.equal(pep.healthy, true, 'the probes have not given up yet');
+  const t0 = Date.now();
+  const r = await post(gw, '/v1/completions', { model: 'fake', prompt: 'hello there', max_tokens: 4 });
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('x-tandem-route'), 'decode-only');
+  assert.match(r.headers.get('x-tandem-decision') ?? '', /no prefill endpoint/);
+  await r.text();
+  assert.ok(Date.now() - t0 < 1000, `took ${Date.now() - t0} ms`);
+  p.stalled = false;
+  await waitFor(() => !pep.stalled, 4000, 'the prefill engine answering again');
+  const r2 = await post(gw, '/v1/completions', { model: 'fake', prompt: 'hello there', max_tokens: 4 });
+  assert.equal(r2.headers.get('x-tandem-route'), 'prefill-decode');
+  await r2.text();
+});
+
+test('a decode leg on an endpoint whose scrapes stop succeeding, with nothing relayed yet, is retried on another', async () => {
+  const d1 = await fake({ role: 'decode' });
+  const d2 = await fake({ role: 'decode', waiting: 10 }); // the queue scorer prefers d1
+  const config = `plugins:
+- {type: token-producer, parameters: {backend: estimate}}
+- type: decode-filter
+- type: queue-scorer
+`;
+  const gw = await gateway({ endpoints: [{ url: d1.url, role: 'decode' }, { url: d2.url, role: 'decode' }], configText: config, pool: { healthIntervalMs: 100, scrapeIntervalMs: 50, healthTimeoutMs: 10_000 } });
+  const e1 = gw.pool.all().find((e) => e.url === d1.url)!;
+  await waitFor(() => gw.pool.all().every((e) => e.metricsFresh), 3000, 'first scrapes');
+  d1.stalled = true;
+  const t0 = Date.now();
+  const r = await post(gw, '/v1/completions', { model: 'fake', prompt: 'x', stream: true });
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('x-tandem-decode-endpoint'), `127.0.0.1:${d2.port}`);
+  assert.match(await r.text(), /\[DONE\]/);
+  assert.ok(Date.now() - t0 < 4000, `took ${Date.now() - t0} ms`);
+  assert.ok(e1.stalled && e1.healthy, 'found by the scrapes, before the probes gave up');
+  d1.stalled = false;
+});
+
 test('a client disconnect cancels the prefill leg (and no decode leg starts)', async () => {
   const p = await fake({ role: 'prefill' });
   const d = await fake({ role: 'decode' });
