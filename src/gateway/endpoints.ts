@@ -271,10 +271,10 @@ export class EndpointPool implements EndpointEvents, EngineTokenizer {
       if (stalled !== ep.stalled) {
         ep.stalled = stalled;
         this.opts.log(stalled ? `endpoint ${ep.id}: no metrics for ${this.opts.stalenessMs} ms; not scheduled while others answer` : `endpoint ${ep.id}: answering again`);
-        // legs that are safe to abandon go now (prefill legs, answers not yet begun: retried elsewhere);
-        // streams already relaying wait for the health probes' verdict
-        if (stalled) this.onStalled?.(ep, new Error(`endpoint ${ep.id} stopped answering its scrapes`), true);
       }
+      // while it stays stalled, legs that are safe to abandon go (prefill legs, answers not yet begun,
+      // streams gone silent); streams still flowing wait for the health probes' verdict
+      if (stalled) this.onStalled?.(ep, new Error(`endpoint ${ep.id} stopped answering its scrapes`), true);
       anyStalled ||= stalled;
       if (!ep.scraping && ep.healthy && !ep.metricsMissing) void this.scrape(ep);
     }

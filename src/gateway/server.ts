@@ -440,10 +440,15 @@ export class Gateway {
    * exchanges are scanned here rather than indexed per endpoint on every request.
    */
   private failLegsTo(ep: EndpointState, reason: Error, safeOnly: boolean): void {
-    // safe to abandon: a prefill leg (the decode engine computes the prompt itself), or a leg whose
-    // answer has not begun reaching the client (it is retried on another endpoint)
+    // safe to abandon: a prefill leg (the decode engine computes the prompt itself), a leg whose
+    // answer has not begun reaching the client (it is retried on another endpoint), or a stream that
+    // has been as silent as the endpoint's scrapes (it would only end later, the same way)
+    const silentSince = performance.now() - this.pool.opts.stalenessMs / 2;
     const stuck = (this.deadlines.snapshot() as Exchange[]).filter(
-      (ex) => ex.leg !== undefined && ex.legEndpoint === ep && (!safeOnly || ex.legIsPrefill || !ex.res.headersSent),
+      (ex) =>
+        ex.leg !== undefined &&
+        ex.legEndpoint === ep &&
+        (!safeOnly || ex.legIsPrefill || !ex.res.headersSent || (ex.leg.sink instanceof SseRelay && ex.leg.sink.last < silentSince)),
     );
     if (stuck.length > 0) this.log(`endpoint ${ep.id}: cancelling its ${stuck.length} ${safeOnly ? 'not yet answering ' : ''}legs in flight`);
     for (const ex of stuck) ex.leg?.abort(reason);
@@ -662,7 +667,8 @@ class SseRelayFactory implements SinkFactory {
  */
 class SseRelay implements StreamSink {
   private started = false;
-  private last = 0;
+  /** performance.now() of the last chunk relayed */
+  last = 0;
   private tail = '';
   private readonly rewriter: SseUsageRewriter | undefined;
   private readonly route: RouteDecision;

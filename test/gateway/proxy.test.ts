@@ -328,6 +328,28 @@ test('a decode leg on an endpoint whose scrapes stop succeeding, with nothing re
   assert.ok(Date.now() - t0 < 4000, `took ${Date.now() - t0} ms`);
   assert.ok(e1.stalled && e1.healthy, 'found by the scrapes, before the probes gave up');
   d1.stalled = false;
+  await waitFor(() => !e1.stalled, 4000, 'd1 answering again');
+
+  // a stream already relaying from d1 when it hangs, silent since: it ends with an error event once
+  // the scrapes give up (2 s), not when the probes do (20 s here)
+  d1.opts.chunks = 1000;
+  d1.opts.chunkDelayMs = 20;
+  const s = await post(gw, '/v1/completions', { model: 'fake', prompt: 'y', stream: true });
+  assert.equal(s.headers.get('x-tandem-decode-endpoint'), `127.0.0.1:${d1.port}`);
+  const reader = s.body!.getReader();
+  await reader.read();
+  const t1 = Date.now();
+  d1.stalled = true;
+  let text = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += Buffer.from(value).toString();
+  }
+  assert.match(text, /upstream_stream_broken/);
+  assert.match(text, /data: \[DONE\]\n\n$/);
+  assert.ok(Date.now() - t1 < 5000, `the silent stream ended after ${Date.now() - t1} ms`);
+  d1.stalled = false;
 });
 
 test('a client disconnect cancels the prefill leg (and no decode leg starts)', async () => {
