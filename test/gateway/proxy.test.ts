@@ -35,6 +35,16 @@ function post(gw: Gateway, path: string, body: unknown, headers: Record<string, 
   return fetch(`${gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body), signal });
 }
 
+/** The rest of a streamed body, as text. */
+async function readRest(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<string> {
+  let text = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return text;
+    text += Buffer.from(value).toString();
+  }
+}
+
 function sseEvents(text: string): string[] {
   return text.split('\n\n').filter(Boolean).map((e) => e.replace(/^data: /, ''));
 }
@@ -227,12 +237,7 @@ test('an endpoint that stops answering (stalled process): its legs in flight are
   const reader = r.body!.getReader();
   await reader.read();
   d1.stalled = true;
-  let text = '';
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += Buffer.from(value).toString();
-  }
+  const text = await readRest(reader);
   const events = sseEvents(text);
   assert.equal(events.at(-1), '[DONE]');
   assert.match(events.at(-2)!, /upstream_stream_broken/);
@@ -340,12 +345,7 @@ test('a decode leg on an endpoint whose scrapes stop succeeding, with nothing re
   await reader.read();
   const t1 = Date.now();
   d1.stalled = true;
-  let text = '';
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += Buffer.from(value).toString();
-  }
+  const text = await readRest(reader);
   assert.match(text, /upstream_stream_broken/);
   assert.match(text, /data: \[DONE\]\n\n$/);
   assert.ok(Date.now() - t1 < 5000, `the silent stream ended after ${Date.now() - t1} ms`);
