@@ -20,6 +20,7 @@ const spec = {
   duration: { type: 'number', default: 10, help: 'seconds per cell' },
   connections: { type: 'string', default: '32,128' },
   out: { type: 'string', default: join(repoRoot, 'docs/bench-results/sim-gateway.md') },
+  log: { type: 'string', help: 'append the cluster\'s log (engines and gateway) to this file' },
   help: { type: 'boolean' },
 } as const;
 
@@ -75,7 +76,7 @@ export async function main(argv: string[]): Promise<number> {
   if (spawnSync('wrk', ['--version']).error) throw new Error('wrk is needed (apt-get install wrk)');
   const dir = mkdtempSync(join(tmpdir(), 'tandem-sim-gw-'));
   const load0 = loadavg();
-  const cluster = await startUp(['--simulate', f.profile!, '--prefill', String(f.prefill), '--decode', String(f.decode), '--port', '0', '--startup-timeout', '600']);
+  const cluster = await startUp(['--simulate', f.profile!, '--prefill', String(f.prefill), '--decode', String(f.decode), '--port', '0', '--startup-timeout', '600'], { logFile: f.log });
   const cells: Cell[] = [];
   try {
     const port = new URL(cluster.url).port;
