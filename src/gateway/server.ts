@@ -443,12 +443,15 @@ export class Gateway {
     // safe to abandon: a prefill leg (the decode engine computes the prompt itself), a leg whose
     // answer has not begun reaching the client (it is retried on another endpoint), or a stream that
     // has been as silent as the endpoint's scrapes (it would only end later, the same way)
+    // — but a decode leg only when another engine can take over: with none, a false alarm would fail
+    // requests that the probes' verdict (the strong signal) might yet let finish
     const silentSince = performance.now() - this.pool.opts.stalenessMs / 2;
+    const elsewhere = !safeOnly || this.pool.all().some((e) => e !== ep && e.healthy && !e.stalled && e.role !== 'prefill');
     const stuck = (this.deadlines.snapshot() as Exchange[]).filter(
       (ex) =>
         ex.leg !== undefined &&
         ex.legEndpoint === ep &&
-        (!safeOnly || ex.legIsPrefill || !ex.res.headersSent || (ex.leg.sink instanceof SseRelay && ex.leg.sink.last < silentSince)),
+        (!safeOnly || ex.legIsPrefill || (elsewhere && (!ex.res.headersSent || (ex.leg.sink instanceof SseRelay && ex.leg.sink.last < silentSince)))),
     );
     if (stuck.length > 0) this.log(`endpoint ${ep.id}: cancelling its ${stuck.length} ${safeOnly ? 'not yet answering ' : ''}legs in flight`);
     for (const ex of stuck) ex.leg?.abort(reason);

@@ -352,6 +352,23 @@ test('a decode leg on an endpoint whose scrapes stop succeeding, with nothing re
   d1.stalled = false;
 });
 
+test('the only decode engine going quiet is left to the health probes: its stream resumes and completes', async () => {
+  const d = await fake({ role: 'decode', chunks: 60, chunkDelayMs: 20 });
+  const gw = await gateway({ endpoints: [{ url: d.url, role: 'decode' }], configText: NEVER_SPLIT, pool: { healthIntervalMs: 100, scrapeIntervalMs: 50, healthTimeoutMs: 10_000 } });
+  const e = gw.pool.all()[0]!;
+  await waitFor(() => e.metricsFresh, 3000, 'a first scrape');
+  const r = await post(gw, '/v1/completions', { model: 'fake', prompt: 'x', stream: true });
+  const reader = r.body!.getReader();
+  await reader.read();
+  d.stalled = true;
+  await waitFor(() => e.stalled, 4000, 'the engine marked stalled');
+  await new Promise((res) => setTimeout(res, 1500)); // silent well past half the staleness
+  d.stalled = false;
+  const text = await readRest(reader);
+  assert.doesNotMatch(text, /upstream_stream_broken/, 'nowhere else to go: a false alarm must not cut it');
+  assert.match(text, /data: \[DONE\]\n\n$/);
+});
+
 test('a client disconnect cancels the prefill leg (and no decode leg starts)', async () => {
   const p = await fake({ role: 'prefill' });
   const d = await fake({ role: 'decode' });
