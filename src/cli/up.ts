@@ -79,13 +79,11 @@ export async function freePort(): Promise<number> {
   throw new Error('no free port found that was not handed out already');
 }
 
+/** Rejects with the listen error itself, which the CLI turns into its one-line message (cli/main.ts). */
 function assertCanListen(host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const s = createServer();
-    s.once('error', (err: NodeJS.ErrnoException) => {
-      const why = err.code === 'EADDRINUSE' ? 'it is in use (another tandem up? choose another --port)' : err.message;
-      reject(new UsageError(`cannot listen on ${host}:${port}: ${why}`));
-    });
+    s.once('error', reject);
     s.listen(port, host, () => s.close(() => resolve()));
   });
 }

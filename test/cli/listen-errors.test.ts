@@ -33,7 +33,7 @@ test('tandem up and tandem gateway on a port in use: one line, exit 2, no engine
   try {
     const up = await run(['up', '--port', String(port)]);
     assert.equal(up.code, 2);
-    assert.match(up.out, new RegExp(`tandem up: cannot listen on 127\\.0\\.0\\.1:${port}: it is in use`));
+    assert.match(up.out, new RegExp(`tandem up: cannot listen on 127\\.0\\.0\\.1:${port}: the address is in use`));
     assert.doesNotMatch(up.out, /\[decode-0\]|\[prefill-0\]/, 'no engine was started');
 
     const gw = await run(['gateway', '--port', String(port), '--endpoint', 'http://127.0.0.1:1,role=decode']);
